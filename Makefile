@@ -1,0 +1,43 @@
+# formdigits: `make setup` once, then `make test`. See README.md.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# MNIST IDX files for offline work; override with `make test DIGITS_DATA=/path`.
+DIGITS_DATA ?= $(abspath ../shared/data/mnist)
+export DIGITS_DATA
+
+.PHONY: setup system-packages test lint demo bench clean
+
+setup: system-packages $(BIN)/digits
+
+# Debian packages the tests use: a real Prometheus server. Skipped when not root.
+system-packages:
+	@if ! command -v prometheus >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null \
+	      && (pkill -x prometheus || true); \
+	  else echo "note: install Debian's 'prometheus' package for the metrics tests"; fi; \
+	fi
+
+$(BIN)/digits: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+test: $(BIN)/digits
+	$(BIN)/ruff check recognizer serving jobs tests bench
+	$(BIN)/pytest -q
+
+lint: $(BIN)/digits
+	$(BIN)/ruff check recognizer serving jobs tests bench
+
+demo: $(BIN)/digits
+	$(BIN)/python -m jobs.demo
+
+bench: $(BIN)/digits
+	$(BIN)/python -m bench.run --output bench/RESULTS.md
+
+clean:
+	rm -rf $(VENV) *.egg-info runs out report

@@ -1,0 +1,160 @@
+"""Checkpoints: weights, model name, preprocessing version and training metadata.
+
+A checkpoint is a folder (local or ``s3://``) with
+
+* ``model.pt``: the model's ``state_dict`` (tensors only),
+* ``meta.json``: model name, preprocessing version, training metadata,
+* ``train_state.pt`` (optional): optimizer and schedule state for resuming.
+
+Tensors are read with ``torch.load(weights_only=True)``, which refuses to unpickle
+anything but tensors and plain containers, so a checkpoint cannot run code on load.
+A training run's output folder also counts as a checkpoint: its newest
+``checkpoint_*`` folder is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import subprocess
+from typing import Any
+
+import torch
+from torch import nn
+
+from recognizer import settings, storage
+from recognizer.errors import CheckpointError, StorageError
+from recognizer.models import MODELS, build
+
+FORMAT = "formdigits-checkpoint"
+FORMAT_VERSION = 1
+MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "meta.json", "train_state.pt"
+
+
+def code_version() -> str:
+    """The package version plus the git commit when running from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("formdigits")
+    except PackageNotFoundError:
+        ver = "0+unknown"
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        sha = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{ver}+g{sha}" if sha else ver
+
+
+def _tensor_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save(folder: str, model: nn.Module, meta: dict, train_state: dict | None = None) -> None:
+    """Write a checkpoint folder (local path or s3:// URI)."""
+    if meta.get("model") not in MODELS:
+        raise CheckpointError(f"meta['model'] must name a registered model, got {meta.get('model')!r}")
+    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "preprocess_version": settings.PREPROCESS_VERSION, **meta}
+    storage.write_bytes(storage.join(folder, MODEL_FILE), _tensor_bytes(state))
+    if train_state is not None:
+        storage.write_bytes(storage.join(folder, STATE_FILE), _tensor_bytes(train_state))
+    # meta.json last: its presence marks the checkpoint complete.
+    storage.write_bytes(storage.join(folder, META_FILE),
+                        json.dumps(full, indent=2, sort_keys=True).encode())
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _safe_load(data: bytes, what: str) -> Any:
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing to load {what}: it holds objects other than tensors "
+            f"({str(exc).splitlines()[0]})"
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(f"{what} is not a readable tensor file: {exc}") from exc
+
+
+def resolve(uri: str) -> str:
+    """The checkpoint folder a URI names: itself, or the newest checkpoint_* below it."""
+    try:
+        if storage.exists(storage.join(uri, META_FILE)):
+            return uri
+        candidates = [d for d in storage.list_dirs(uri)
+                      if os.path.basename(d.rstrip("/")).startswith("checkpoint_")]
+    except StorageError as exc:
+        raise CheckpointError(f"cannot read checkpoint {uri}: {exc}") from exc
+    # Ray Train names checkpoints by timestamp, so the newest sorts last.
+    for folder in reversed(candidates):
+        if storage.exists(storage.join(folder, META_FILE)):
+            return folder
+    raise CheckpointError(
+        f"no checkpoint at {uri}: expected {META_FILE} there or a checkpoint_* folder "
+        "holding one (the output of `digits train`)"
+    )
+
+
+def read_meta(folder: str) -> dict:
+    """Read and validate a checkpoint folder's meta.json."""
+    try:
+        meta = json.loads(storage.read_bytes(storage.join(folder, META_FILE)))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{folder}/{META_FILE} is not valid JSON: {exc}") from exc
+    except StorageError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{folder} is not a formdigits checkpoint")
+    if meta.get("model") not in MODELS:
+        raise CheckpointError(f"{folder} names unknown model {meta.get('model')!r}")
+    if meta.get("preprocess_version") != settings.PREPROCESS_VERSION:
+        raise CheckpointError(
+            f"{folder} was trained with preprocessing v{meta.get('preprocess_version')}, "
+            f"this code has v{settings.PREPROCESS_VERSION}; retrain or use a matching release"
+        )
+    return meta
+
+
+def load(uri: str) -> tuple[nn.Module, dict]:
+    """Load a checkpoint into an eval-mode CPU model. Returns (model, meta).
+
+    meta gains ``version`` (model name + weights hash) and ``uri`` (the folder used).
+    """
+    folder = resolve(uri)
+    meta = read_meta(folder)
+    try:
+        raw = storage.read_bytes(storage.join(folder, MODEL_FILE))
+    except StorageError as exc:
+        raise CheckpointError(str(exc)) from exc
+    state = _safe_load(raw, f"{folder}/{MODEL_FILE}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{folder}/{MODEL_FILE} is not a state dict of tensors")
+    model = build(meta["model"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {folder} do not fit model {meta['model']!r}: {exc}") from exc
+    model.eval()
+    meta = {**meta, "uri": folder,
+            "version": f"{meta['model']}-{hashlib.sha256(raw).hexdigest()[:12]}"}
+    return model, meta
+
+
+def load_train_state(folder: str) -> dict | None:
+    """Optimizer/schedule state saved for resuming, or None if the checkpoint has none."""
+    uri = storage.join(folder, STATE_FILE)
+    if not storage.exists(uri):
+        return None
+    return _safe_load(storage.read_bytes(uri), uri)

@@ -1,0 +1,81 @@
+"""Where the model runs: a loaded checkpoint that turns images into labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from recognizer import checkpoint, settings
+from recognizer.errors import ImageError
+from recognizer.preprocess import as_image_list, preprocess_many
+
+
+@dataclass
+class Predictions:
+    """Results for a batch, one entry per input image, in order.
+
+    Where an image could not be used, its label is -1, its confidence 0, its
+    probabilities zeros, and ``errors[i]`` holds the typed :class:`ImageError`.
+    """
+
+    labels: np.ndarray
+    confidences: np.ndarray
+    probabilities: np.ndarray
+    errors: list[ImageError | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def select_device(use_gpu: bool | None = None) -> torch.device:
+    """CUDA when asked for (or, by default, when present), else CPU."""
+    if use_gpu is None:
+        use_gpu = torch.cuda.is_available()
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
+class Recognizer:
+    """A model loaded from a checkpoint, ready to predict."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict, device: torch.device | None = None,
+                 batch_size: int = settings.PREDICT_BATCH_SIZE):
+        self.device = device or select_device()
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.batch_size = batch_size
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+    def predict_tensors(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, 10) for preprocessed (N, 28, 28) inputs."""
+        out = np.empty((len(x), 10), dtype=np.float32)
+        with torch.inference_mode():
+            for i in range(0, len(x), self.batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(x[i:i + self.batch_size]))
+                logits = self.model(xb.unsqueeze(1).to(self.device))
+                out[i:i + len(xb)] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return out
+
+    def predict(self, images: Sequence[bytes | np.ndarray] | np.ndarray) -> Predictions:
+        """Recognise a batch: encoded images or uint8 arrays in, labels and confidences out."""
+        items = as_image_list(images)
+        x, errors = preprocess_many(items)
+        ok = np.array([e is None for e in errors], dtype=bool)
+        probs = np.zeros((len(items), 10), dtype=np.float32)
+        if ok.any():
+            probs[ok] = self.predict_tensors(x[ok])
+        labels = np.where(ok, probs.argmax(1), -1).astype(np.int64)
+        return Predictions(labels, probs.max(1), probs, errors)
+
+
+def load(uri: str, device: torch.device | str | None = None,
+         batch_size: int = settings.PREDICT_BATCH_SIZE) -> Recognizer:
+    """Load a checkpoint (local folder or s3:// URI, or a training run's output)."""
+    model, meta = checkpoint.load(uri)
+    dev = torch.device(device) if isinstance(device, str) else device
+    return Recognizer(model, meta, dev, batch_size)

@@ -1,0 +1,38 @@
+"""Connecting to Ray: the local machine, or the cluster named by ``RAY_ADDRESS``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from recognizer.errors import DigitsError
+
+
+class ClusterError(DigitsError):
+    """Ray could not be reached or started."""
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+    """Join the Ray cluster at address (or ``$RAY_ADDRESS``), else start a local one.
+
+    Does nothing when Ray is already initialised in this process.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict = {"address": address, "ignore_reinit_error": True}
+    if quiet:
+        kwargs["logging_level"] = logging.WARNING
+        kwargs["configure_logging"] = True
+    if address is None and num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = address or "a new local Ray instance"
+        raise ClusterError(
+            f"cannot connect to Ray at {where}: {str(exc).splitlines()[0]} "
+            "(check RAY_ADDRESS, or unset it to run locally)"
+        ) from exc

@@ -1,0 +1,38 @@
+"""Defaults in one place, and the environment variables that override them.
+
+Every tunable number the product uses lives here; modules take it as an argument
+so that callers (CLI, tests, benchmarks) pass configuration explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Environment variable naming the MNIST folder (local path or s3:// prefix).
+DATA_ENV = "DIGITS_DATA"
+
+#: Version of the preprocessing recipe; stored in checkpoints so a model is never fed
+#: inputs prepared differently from its training data.
+PREPROCESS_VERSION = 1
+
+#: Decompression-bomb guard: images with more pixels than this are refused.
+MAX_IMAGE_PIXELS = 40_000_000
+
+#: Largest encoded image accepted, in bytes.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+#: Images are normalised into this many pixels per side ...
+IMAGE_SIZE = 28
+#: ... with the digit's longer side fitted to this many.
+DIGIT_BOX = 20
+
+#: Default model of the registry.
+DEFAULT_MODEL = "best"
+
+#: Inference batch size used by predict() when none is given.
+PREDICT_BATCH_SIZE = 512
+
+
+def data_dir(explicit: str | None = None) -> str | None:
+    """The MNIST folder: an explicit value, else ``$DIGITS_DATA``, else None (download)."""
+    return explicit or os.environ.get(DATA_ENV) or None

@@ -1,0 +1,299 @@
+"""Data-parallel training on Ray Train: one TorchTrainer, N workers, a checkpoint per epoch.
+
+Rerunning with the same ``output`` and ``name`` resumes from the newest checkpoint, and
+a worker that dies mid-run is replaced and restarts from the last checkpoint
+(``FailureConfig``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recognizer import checkpoint, data, settings, storage
+from recognizer.augment import AugmentConfig, augment
+from recognizer.errors import ConfigError
+from recognizer.models import MODELS, build
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the defaults are the recommended recipe."""
+
+    data: str | None = None
+    model: str = settings.DEFAULT_MODEL
+    workers: int = 2
+    use_gpu: bool = False
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 4e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.05
+    augment: bool = True
+    output: str = "runs"
+    name: str = "digits"
+    seed: int = 0
+    max_failures: int = 3
+    num_to_keep: int = 2
+    train_limit: int | None = None
+    test_limit: int | None = None
+    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        for name in ("workers", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < self.workers:
+            raise ConfigError("batch_size must be at least the number of workers")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: str
+    metrics: dict
+
+
+def _seconds_fmt(s: float) -> str:
+    return f"{s:6.1f}s"
+
+
+def _evaluate(model, x: torch.Tensor, y: torch.Tensor, device, batch: int = 1000) -> tuple[float, int]:
+    """Sum of losses and number correct over (x, y)."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.inference_mode():
+        for i in range(0, len(y), batch):
+            xb, yb = x[i:i + batch].to(device), y[i:i + batch].to(device)
+            out = model(xb)
+            loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
+            correct += (out.argmax(1) == yb).sum().item()
+    return loss_sum, correct
+
+
+def train_epoch(model, optimizer, schedule, x: torch.Tensor, y: torch.Tensor,
+                order: torch.Tensor, batch_size: int, cfg: dict, aug_cfg: AugmentConfig,
+                g: torch.Generator, device) -> tuple[float, int]:
+    """One pass over x[order] in batches; returns (sum of losses, number correct)."""
+    model.train()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        xb, yb = x[idx], y[idx]
+        if cfg["augment"]:
+            xb = augment(xb, aug_cfg, g)
+        xb, yb = xb.to(device), yb.to(device)
+        out = model(xb)
+        loss = F.cross_entropy(out, yb, label_smoothing=cfg["label_smoothing"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        loss_sum += loss.item() * len(yb)
+        correct += int((out.argmax(1) == yb).sum())
+    return loss_sum, correct
+
+
+def make_optimizer(model, cfg: dict, steps_per_epoch: int):
+    """AdamW with a one-cycle learning-rate schedule over the whole run."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps_per_epoch, pct_start=0.15)
+    return optimizer, schedule
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg["seed"])
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cfg.get("threads_per_worker", 1))))
+
+    train_x, train_y = ray.get(cfg["train_ref"])
+    test_x, test_y = ray.get(cfg["test_ref"])
+    train_x = torch.tensor(train_x).unsqueeze(1)
+    train_y = torch.tensor(train_y)
+    # Each worker scores its own slice of the test set; the sums are all-reduced.
+    test_x = torch.tensor(test_x[rank::world]).unsqueeze(1)
+    test_y = torch.tensor(test_y[rank::world])
+
+    model = ray.train.torch.prepare_model(build(cfg["model"]))
+    per_worker = max(1, cfg["batch_size"] // world)
+    shard_len = len(train_y) // world
+    steps = math.ceil(shard_len / per_worker)
+    optimizer, schedule = make_optimizer(model, cfg, steps)
+    aug_cfg = AugmentConfig(**cfg["augment_config"])
+
+    start_epoch, history = 0, []
+    resume = ray.train.get_checkpoint()
+    if resume:
+        with resume.as_directory() as folder:
+            restored, _ = checkpoint.load(folder)
+            state = checkpoint.load_train_state(folder) or {}
+        unwrapped = model.module if hasattr(model, "module") else model
+        unwrapped.load_state_dict(restored.state_dict())
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+        start_epoch = int(state.get("epoch", 0))
+        history = list(state.get("history", []))
+        if rank == 0:
+            print(f"resuming from {resume.path} at epoch {start_epoch + 1}", flush=True)
+
+    train_seconds = history[-1]["train_seconds"] if history else 0.0
+    for epoch in range(start_epoch, cfg["epochs"]):
+        g = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
+        order = torch.randperm(len(train_y), generator=g)[: shard_len * world][rank::world]
+        t0 = time.perf_counter()
+        loss_sum, correct = train_epoch(model, optimizer, schedule, train_x, train_y, order,
+                                        per_worker, cfg, aug_cfg, g, device)
+        epoch_seconds = time.perf_counter() - t0
+        train_seconds += epoch_seconds
+
+        val_loss, val_correct = _evaluate(model, test_x, test_y, device)
+        totals = torch.tensor([loss_sum, correct, shard_len,
+                               val_loss, val_correct, len(test_y)], dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(totals)
+        n_train, n_val = totals[2].item(), totals[5].item()
+        metrics = {
+            "epoch": epoch + 1,
+            "loss": totals[0].item() / n_train,
+            "accuracy": totals[1].item() / n_train,
+            "val_loss": totals[3].item() / n_val,
+            "val_accuracy": totals[4].item() / n_val,
+            "images_per_s": n_train / epoch_seconds,
+            "train_seconds": train_seconds,
+        }
+        history.append(metrics)
+        if rank == 0:
+            print(f"epoch {epoch + 1:3d}/{cfg['epochs']}  loss {metrics['loss']:.4f}  "
+                  f"acc {metrics['accuracy']:.2%}  val_loss {metrics['val_loss']:.4f}  "
+                  f"val_acc {metrics['val_accuracy']:.2%}  {metrics['images_per_s']:,.0f} img/s  "
+                  f"[{_seconds_fmt(train_seconds)} training]", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                meta = {"model": cfg["model"], "data": cfg["data_source"],
+                        "epochs": epoch + 1, "epochs_planned": cfg["epochs"],
+                        "accuracy": metrics["val_accuracy"], "loss": metrics["val_loss"],
+                        "train_images": int(len(train_y)), "workers": world,
+                        "code_version": cfg["code_version"], "history": history,
+                        "recipe": cfg["recipe"]}
+                state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                         "epoch": epoch + 1, "history": history}
+                checkpoint.save(tmp, model, meta, state)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"checkpoint_epoch{epoch + 1:04d}")
+        else:
+            ray.train.report(metrics)
+
+
+def _limit(d: data.Digits, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if n is None:
+        return d.images, d.labels
+    return d.images[:n], d.labels[:n]
+
+
+def run(cfg: TrainConfig) -> TrainResult:
+    """Train with Ray Train on the connected Ray cluster; returns the final checkpoint URI."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    cfg.validate()
+    train_d = data.load(settings.data_dir(cfg.data), "train")
+    test_d = data.load(settings.data_dir(cfg.data), "test")
+    recipe = {k: v for k, v in asdict(cfg).items()
+              if k in ("model", "epochs", "batch_size", "lr", "weight_decay",
+                       "label_smoothing", "augment", "seed")}
+    loop_cfg = {
+        **recipe,
+        "augment_config": asdict(cfg.augment_config),
+        "train_ref": ray.put(_limit(train_d, cfg.train_limit)),
+        "test_ref": ray.put(_limit(test_d, cfg.test_limit)),
+        "data_source": train_d.source,
+        "code_version": checkpoint.code_version(),
+        "recipe": recipe,
+        "threads_per_worker": 1,
+    }
+    storage_fs = None
+    if storage.is_s3(cfg.output):
+        storage_fs, storage_path = storage.resolve(cfg.output)
+    else:
+        storage_path = os.path.abspath(cfg.output)
+    resources = {"CPU": 1, "GPU": 1} if cfg.use_gpu else {"CPU": 1}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_cfg,
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise ConfigError("training finished without a checkpoint")
+    path = result.checkpoint.path
+    uri = f"s3://{path}" if storage.is_s3(cfg.output) else path
+    return TrainResult(checkpoint=uri, metrics=dict(result.metrics or {}))
+
+
+def fit_in_process(cfg: TrainConfig, train_d: data.Digits, test_d: data.Digits,
+                   folder: str) -> dict:
+    """Train in this process without Ray and save a checkpoint to folder.
+
+    For test fixtures and quick experiments on one machine; `run` is the product path.
+    Returns the final metrics.
+    """
+    cfg.validate()
+    loop = {**asdict(cfg)}
+    torch.manual_seed(cfg.seed)
+    x = torch.tensor(train_d.images).unsqueeze(1)
+    y = torch.tensor(train_d.labels)
+    tx = torch.tensor(test_d.images).unsqueeze(1)
+    ty = torch.tensor(test_d.labels)
+    model = build(cfg.model)
+    steps = math.ceil(len(y) / cfg.batch_size)
+    optimizer, schedule = make_optimizer(model, loop, steps)
+    history: list[dict] = []
+    device = torch.device("cpu")
+    train_seconds = 0.0
+    for epoch in range(cfg.epochs):
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(y), generator=g)
+        t0 = time.perf_counter()
+        loss_sum, correct = train_epoch(model, optimizer, schedule, x, y, order, cfg.batch_size,
+                                        loop, cfg.augment_config, g, device)
+        train_seconds += time.perf_counter() - t0
+        val_loss, val_correct = _evaluate(model, tx, ty, device)
+        history.append({"epoch": epoch + 1, "loss": loss_sum / len(y), "accuracy": correct / len(y),
+                        "val_loss": val_loss / len(ty), "val_accuracy": val_correct / len(ty),
+                        "train_seconds": train_seconds})
+    last = history[-1]
+    checkpoint.save(folder, model, {
+        "model": cfg.model, "data": train_d.source, "epochs": cfg.epochs,
+        "accuracy": last["val_accuracy"], "loss": last["val_loss"],
+        "train_images": len(y), "workers": 1, "code_version": checkpoint.code_version(),
+        "history": history, "recipe": {k: loop[k] for k in ("model", "epochs", "lr")},
+    })
+    return last
