@@ -102,12 +102,16 @@ def train_epoch(model, optimizer, schedule, x: torch.Tensor, y: torch.Tensor,
     return loss_sum, correct
 
 
+def make_schedule(optimizer, cfg: dict, total_steps: int):
+    """One-cycle learning rate: warm up for 15% of the steps, then anneal."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg["lr"], total_steps=total_steps, pct_start=0.15)
+
+
 def make_optimizer(model, cfg: dict, steps_per_epoch: int):
     """AdamW with a one-cycle learning-rate schedule over the whole run."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps_per_epoch, pct_start=0.15)
-    return optimizer, schedule
+    return optimizer, make_schedule(optimizer, cfg, cfg["epochs"] * steps_per_epoch)
 
 
 def train_loop_per_worker(cfg: dict) -> None:
@@ -147,10 +151,14 @@ def train_loop_per_worker(cfg: dict) -> None:
             state = checkpoint.load_train_state(folder) or {}
         unwrapped = model.module if hasattr(model, "module") else model
         unwrapped.load_state_dict(restored.state_dict())
+        start_epoch = int(state.get("epoch", 0))
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-        start_epoch = int(state.get("epoch", 0))
+            if state["schedule"].get("total_steps") == cfg["epochs"] * steps:
+                schedule.load_state_dict(state["schedule"])
+            else:
+                # The run was extended (or shortened): a new one-cycle over what is left.
+                schedule = make_schedule(optimizer, cfg, max(1, cfg["epochs"] - start_epoch) * steps)
         history = list(state.get("history", []))
         if rank == 0:
             print(f"resuming from {resume.path} at epoch {start_epoch + 1}", flush=True)

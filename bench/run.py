@@ -1,0 +1,93 @@
+"""`make bench`: run the benchmarks and write bench/RESULTS.md.
+
+Each section's numbers are saved as bench/results/SECTION.json; RESULTS.md is rebuilt
+from every saved section, so one section can be re-measured alone
+(``python -m bench.run --only serving``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import sys
+
+from recognizer import ray_session, settings
+
+SECTIONS = {"training": "bench.training", "serving": "bench.serving", "jobs": "bench.jobs",
+            "fields": "bench.fields"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(HERE, "results")
+WORK_DIR = os.path.join(HERE, ".work")
+
+
+def _checkpoint(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    path = os.path.join(RESULTS_DIR, "training.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            ckpt = json.load(f)["default"]["checkpoint"]
+        if os.path.exists(ckpt):
+            return ckpt
+    sys.exit("no trained checkpoint: run the training section first or pass --checkpoint")
+
+
+def _run_section(name: str, data_dir: str, checkpoint: str | None) -> dict:
+    module = importlib.import_module(SECTIONS[name])
+    if name == "training":
+        ray_session.connect()
+        return module.run_bench(data_dir, WORK_DIR)
+    return module.run(_checkpoint(checkpoint), data_dir)
+
+
+def write_markdown(path: str) -> None:
+    parts = ["# Benchmark results", "",
+             f"Measured with `make bench` on {platform.machine()}, {os.cpu_count()} CPU cores, "
+             f"Python {platform.python_version()}; updated "
+             f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
+             "Each section says what it measured.", ""]
+    for name, module_name in SECTIONS.items():
+        path_json = os.path.join(RESULTS_DIR, f"{name}.json")
+        if not os.path.exists(path_json):
+            continue
+        with open(path_json) as f:
+            results = json.load(f)
+        module = importlib.import_module(module_name)
+        parts.append(module.to_markdown(results))
+    with open(path, "w") as f:
+        f.write("\n".join(parts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
+    parser.add_argument("--only", help="comma-separated sections: " + ", ".join(SECTIONS))
+    parser.add_argument("--checkpoint", help="checkpoint for serving/jobs/fields "
+                                             "(default: the training section's)")
+    parser.add_argument("--data", help=f"MNIST folder (default ${settings.DATA_ENV})")
+    args = parser.parse_args()
+    data_dir = settings.data_dir(args.data)
+    if not data_dir:
+        sys.exit(f"set ${settings.DATA_ENV} or pass --data")
+    chosen = args.only.split(",") if args.only else list(SECTIONS)
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    for name in chosen:
+        try:
+            importlib.import_module(SECTIONS[name])
+        except ModuleNotFoundError:
+            print(f"skipping {name}: bench module not present")
+            continue
+        print(f"== {name}", flush=True)
+        results = _run_section(name, data_dir, args.checkpoint)
+        with open(os.path.join(RESULTS_DIR, f"{name}.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    write_markdown(args.output)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

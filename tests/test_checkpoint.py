@@ -1,0 +1,96 @@
+"""Checkpoints round-trip exactly, live on local disk or S3, and never run code on load."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import recognizer
+from recognizer import checkpoint, storage
+from recognizer.errors import CheckpointError
+
+
+class Payload:
+    """Stands for anything a malicious checkpoint might smuggle in."""
+
+    def __reduce__(self):
+        return (os.system, ("echo owned > /tmp/formdigits-owned",))
+
+
+def test_round_trip_gives_identical_predictions(trained_checkpoint, mnist_test_raw, tmp_path):
+    images, _ = mnist_test_raw
+    original = recognizer.load(trained_checkpoint)
+    copy = str(tmp_path / "copy")
+    checkpoint.save(copy, original.model, {k: v for k, v in original.meta.items()
+                                           if k not in ("uri", "version")})
+    again = recognizer.load(copy)
+    a, b = original.predict(images[:300]), again.predict(images[:300])
+    assert np.array_equal(a.labels, b.labels)
+    assert np.array_equal(a.probabilities, b.probabilities)
+    assert again.version == original.version
+
+
+def test_meta_holds_training_metadata(trained_checkpoint):
+    meta = recognizer.load(trained_checkpoint).meta
+    for key in ("model", "preprocess_version", "data", "epochs", "accuracy", "code_version",
+                "history"):
+        assert key in meta, key
+    assert meta["model"] == "best" and 0.9 < meta["accuracy"] <= 1.0
+
+
+def test_checkpoint_with_an_object_is_refused(trained_checkpoint, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(trained_checkpoint, bad)
+    state = torch.load(bad / checkpoint.MODEL_FILE, weights_only=True)
+    state["extra"] = Payload()
+    torch.save(state, bad / checkpoint.MODEL_FILE)
+    with pytest.raises(CheckpointError, match="refusing"):
+        recognizer.load(str(bad))
+    assert not os.path.exists("/tmp/formdigits-owned")
+
+
+def test_incomplete_or_foreign_checkpoints_are_refused(trained_checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        recognizer.load(str(tmp_path / "missing"))
+    foreign = tmp_path / "foreign"
+    shutil.copytree(trained_checkpoint, foreign)
+    meta = json.loads((foreign / checkpoint.META_FILE).read_text())
+    (foreign / checkpoint.META_FILE).write_text(json.dumps({**meta, "model": "resnet-9000"}))
+    with pytest.raises(CheckpointError, match="unknown model"):
+        recognizer.load(str(foreign))
+    (foreign / checkpoint.META_FILE).write_text(json.dumps({**meta, "preprocess_version": 0}))
+    with pytest.raises(CheckpointError, match="preprocessing"):
+        recognizer.load(str(foreign))
+
+
+def test_run_folder_resolves_to_newest_checkpoint(trained_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    for name in ("checkpoint_epoch0001", "checkpoint_epoch0002"):
+        shutil.copytree(trained_checkpoint, run / name)
+    assert checkpoint.resolve(str(run)).endswith("checkpoint_epoch0002")
+
+
+def test_checkpoint_on_s3(trained_checkpoint, bucket, mnist_test_raw):
+    images, _ = mnist_test_raw
+    local = recognizer.load(trained_checkpoint)
+    uri = f"s3://{bucket}/models/run1/checkpoint_epoch0003"
+    for name in os.listdir(trained_checkpoint):
+        with open(os.path.join(trained_checkpoint, name), "rb") as f:
+            storage.write_bytes(storage.join(uri, name), f.read())
+    remote = recognizer.load(f"s3://{bucket}/models/run1")
+    assert remote.meta["uri"] == uri
+    assert np.array_equal(remote.predict(images[:50]).probabilities,
+                          local.predict(images[:50]).probabilities)
+
+
+def test_tensor_file_helper_rejects_non_tensors():
+    buf = io.BytesIO()
+    torch.save({"w": [1, 2, 3]}, buf)
+    state = checkpoint._safe_load(buf.getvalue(), "x")
+    assert state == {"w": [1, 2, 3]}  # plain containers load, but load() demands tensors

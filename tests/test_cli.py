@@ -1,0 +1,90 @@
+"""The `digits` command: help, predict, evaluate and clean one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recognizer import synth
+from recognizer.cli import build_parser, main
+
+DIGITS = [sys.executable, "-m", "recognizer.cli"]
+
+
+def _run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*DIGITS, *args], capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_help_lists_every_subcommand():
+    out = _run("--help")
+    assert out.returncode == 0
+    for command in ("train", "evaluate", "predict"):
+        assert command in out.stdout
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in sub.items():
+        text = parser.format_help()
+        assert text.startswith("usage: digits " + name), name
+        assert len(text.splitlines()) > 3, name
+
+
+def test_predict_prints_labels_and_writes_csv(trained_checkpoint, mnist_test_raw, tmp_path):
+    images, labels = mnist_test_raw
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"scan{i}.png"
+        path.write_bytes(synth.variant(images[i], "coloured", rng))
+        paths.append(str(path))
+    out_csv = tmp_path / "labels.csv"
+    out = _run("predict", *paths, "--checkpoint", trained_checkpoint, "--csv", str(out_csv))
+    assert out.returncode == 0, out.stderr
+    printed = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
+    assert [p[0] for p in printed] == paths
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["ImageId"] for r in rows] == [str(i) for i in range(1, 7)]
+    assert sum(int(r["Label"]) == labels[i] for i, r in enumerate(rows)) >= 5
+
+
+def test_predict_reports_bad_image_and_keeps_the_rest(trained_checkpoint, tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.pad(np.full((20, 6), 255, np.uint8), 4)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    out = _run("predict", str(good), str(bad), "--checkpoint", trained_checkpoint)
+    assert out.returncode == 1
+    assert str(good) in out.stdout
+    assert "bad.png\terror:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_evaluate_writes_report(trained_checkpoint, mnist_dir, tmp_path, capsys):
+    report = tmp_path / "report"
+    assert main(["evaluate", "--checkpoint", trained_checkpoint, "--data", mnist_dir,
+                 "--report", str(report)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    for name in ("training_curves.png", "confusion_matrix.png", "misclassified.png"):
+        with Image.open(report / name) as img:
+            assert img.size[0] > 300 and img.size[1] > 200
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["images"] == 10_000
+    assert sum(map(sum, metrics["confusion_matrix"])) == 10_000
+    assert 0.9 < metrics["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "x.png", "--checkpoint", "/nonexistent/ckpt"], "no checkpoint"),
+    (["evaluate", "--checkpoint", "/nonexistent/ckpt"], "no checkpoint"),
+    (["train", "--workers", "0"], "workers must be at least 1"),
+])
+def test_errors_are_one_clear_line(args, message, tmp_path):
+    out = _run(*args, cwd=tmp_path, env={**os.environ, "RAY_ADDRESS": ""})
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -1,0 +1,70 @@
+"""Ray Train: 2 CPU workers learn, checkpoints resume, and a killed worker is recovered."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import recognizer
+from recognizer import checkpoint
+from recognizer.train import TrainConfig, run
+
+
+def _cfg(mnist_dir: str, output: str, name: str, epochs: int) -> TrainConfig:
+    return TrainConfig(data=mnist_dir, model="best", workers=2, epochs=epochs, output=output,
+                       name=name, train_limit=2000, test_limit=1000, batch_size=64)
+
+
+def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_path):
+    out = str(tmp_path / "runs")
+    first = run(_cfg(mnist_dir, out, "learn", epochs=2))
+    assert first.metrics["epoch"] == 2
+    assert first.metrics["val_accuracy"] > 0.6  # chance is 0.1
+    model = recognizer.load(first.checkpoint)
+    acc = (model.predict_tensors(mnist_test.images[5000:6000]).argmax(1)
+           == mnist_test.labels[5000:6000]).mean()
+    assert acc > 0.6  # held-out images the run never scored
+    assert model.meta["workers"] == 2 and len(model.meta["history"]) == 2
+
+    # Same output and name: Ray Train restores the run and trains only the missing epoch.
+    second = run(_cfg(mnist_dir, out, "learn", epochs=3))
+    history = recognizer.load(second.checkpoint).meta["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[:2] == model.meta["history"]
+
+
+def _train_worker_pids() -> list[int]:
+    """PIDs of this session's Ray Train workers (descendants of this test process)."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if proc.cmdline()[:1] == ["ray::RayTrainWorker"] or proc.name() == "ray::RayTrainWorker":
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_killed_worker_restarts_from_last_checkpoint(ray_cluster, mnist_dir, tmp_path):
+    out = tmp_path / "runs"
+    result: dict = {}
+    cfg = _cfg(mnist_dir, str(out), "killed", epochs=4)
+    thread = threading.Thread(target=lambda: result.update(r=run(cfg)))
+    thread.start()
+    deadline = time.time() + 300
+    while not (out / "killed" / "checkpoint_epoch0001").exists():
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    victims = _train_worker_pids()
+    assert victims
+    os.kill(victims[-1], signal.SIGKILL)
+    thread.join(timeout=600)
+    final = result["r"]
+    assert final.metrics["epoch"] == 4
+    state = checkpoint.load_train_state(final.checkpoint)
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    assert victims[-1] not in _train_worker_pids()
