@@ -27,14 +27,14 @@ $(BIN)/digits: pyproject.toml
 	@touch $@
 
 test: $(BIN)/digits
-	$(BIN)/ruff check recognizer serving jobs tests bench
+	$(BIN)/ruff check recognizer serving jobs stack tests bench
 	$(BIN)/pytest -q
 
 lint: $(BIN)/digits
-	$(BIN)/ruff check recognizer serving jobs tests bench
+	$(BIN)/ruff check recognizer serving jobs stack tests bench
 
 demo: $(BIN)/digits
-	$(BIN)/python -m jobs.demo
+	$(BIN)/python -m stack.demo
 
 bench: $(BIN)/digits
 	$(BIN)/python -m bench.run --output bench/RESULTS.md

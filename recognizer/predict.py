@@ -56,7 +56,8 @@ class Recognizer:
         out = np.empty((len(x), 10), dtype=np.float32)
         with torch.inference_mode():
             for i in range(0, len(x), self.batch_size):
-                xb = torch.from_numpy(np.ascontiguousarray(x[i:i + self.batch_size]))
+                # A copy: arrays from the Ray object store are read-only.
+                xb = torch.from_numpy(np.array(x[i:i + self.batch_size], dtype=np.float32))
                 logits = self.model(xb.unsqueeze(1).to(self.device))
                 out[i:i + len(xb)] = torch.softmax(logits.float(), dim=1).cpu().numpy()
         return out

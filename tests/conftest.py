@@ -9,12 +9,6 @@ standalone server, both on 127.0.0.1 and reached through the standard AWS variab
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 
 import boto3
@@ -22,24 +16,13 @@ import numpy as np
 import pytest
 
 from recognizer import data, settings
+from stack import services
 
 RAY_CPUS = 4
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+free_port = services.free_port
+wait_for_port = services.wait_for_port
 
 
 @pytest.fixture(scope="session")
@@ -65,43 +48,8 @@ def mnist_test_raw(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 endpoint on loopback; sets the standard AWS variables for this process."""
-    port = free_port()
-    minio = os.environ.get("MINIO_BIN") or shutil.which("minio")
-    env = {"AWS_ACCESS_KEY_ID": "formdigits-test", "AWS_SECRET_ACCESS_KEY": "formdigits-secret-key",
-           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    proc, moto_server, workdir = None, None, None
-    if minio:
-        workdir = tempfile.mkdtemp(prefix="minio-")
-        proc = subprocess.Popen(
-            [minio, "server", workdir, "--address", f"127.0.0.1:{port}", "--quiet"],
-            env={**os.environ, "MINIO_ROOT_USER": env["AWS_ACCESS_KEY_ID"],
-                 "MINIO_ROOT_PASSWORD": env["AWS_SECRET_ACCESS_KEY"]},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        kind = "minio"
-    else:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        moto_server.start()
-        kind = "moto"
-    wait_for_port(port)
-    yield {"endpoint": env["AWS_ENDPOINT_URL"], "kind": kind, **env}
-    if proc:
-        proc.terminate()
-        proc.wait(10)
-    if moto_server:
-        moto_server.stop()
-    if workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with services.s3_server(access_key="formdigits-test", secret_key="formdigits-secret-key") as server:
+        yield {"endpoint": server.endpoint, "kind": server.kind, **server.env()}
 
 
 @pytest.fixture

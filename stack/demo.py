@@ -1,0 +1,189 @@
+"""`make demo`: the product end to end on one machine, with nothing else to start.
+
+1. starts a local Ray, an S3 server (MinIO if installed, else moto) and, when installed,
+   Prometheus scraping the job;
+2. trains the default model with Ray Train, checkpoints to the bucket (or reuses the
+   checkpoint a previous demo cached);
+3. writes the 10,000 test digits as Parquet shards of form-like scans to the bucket;
+4. runs the batch job over them and prints accuracy against the known labels, images/s
+   and where outputs and report are;
+5. deploys the Serve application and sends it a few requests;
+6. shuts everything down, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import ExitStack
+
+import pyarrow.parquet as pq
+
+from recognizer import checkpoint, ray_session, settings, storage
+from recognizer.errors import DigitsError
+from stack import services
+
+BUCKET = "formdigits-demo"
+CACHE = os.path.expanduser("~/.cache/formdigits/demo-checkpoint")
+
+
+def _step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _model(args: argparse.Namespace) -> str:
+    """A checkpoint in the bucket: trained now, or the one an earlier demo cached."""
+    from recognizer.train import TrainConfig, run
+
+    target = f"s3://{BUCKET}/runs/digits"
+    if args.checkpoint or (os.path.exists(os.path.join(CACHE, checkpoint.META_FILE)) and not args.retrain):
+        source = checkpoint.resolve(args.checkpoint or CACHE)
+        print(f"reusing checkpoint {source} (pass --retrain to train again)")
+        uri = storage.join(target, "checkpoint_reused")
+        for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE):
+            storage.write_bytes(storage.join(uri, name), storage.read_bytes(storage.join(source, name)))
+        return uri
+    print(f"training '{settings.DEFAULT_MODEL}' for {args.epochs} epochs on {args.workers} Ray Train "
+          f"workers; checkpoints go to {target}")
+    result = run(TrainConfig(data=args.data, epochs=args.epochs, workers=args.workers,
+                             output=f"s3://{BUCKET}/runs", name="digits"))
+    os.makedirs(CACHE, exist_ok=True)
+    for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE):
+        with open(os.path.join(CACHE, name), "wb") as f:
+            f.write(storage.read_bytes(storage.join(result.checkpoint, name)))
+    return result.checkpoint
+
+
+def _accuracy(output: str, scans: str) -> tuple[float, int]:
+    """Share of job outputs whose label equals the true label of the input row."""
+    truth: dict[int, int] = {}
+    for uri in storage.list_files(scans, ".parquet"):
+        fs, path = storage.resolve(uri)
+        t = pq.read_table(path, filesystem=fs, columns=["id", "label"]).to_pydict()
+        truth.update(zip(t["id"], t["label"], strict=True))
+    right = total = 0
+    for uri in storage.list_files(output, ".parquet"):
+        fs, path = storage.resolve(uri)
+        t = pq.read_table(path, filesystem=fs, columns=["id", "label"]).to_pydict()
+        for i, label in zip(t["id"], t["label"], strict=True):
+            total += 1
+            right += label is not None and label == truth[i]
+    return right / max(total, 1), total
+
+
+def _serve(checkpoint_uri: str, scans: str) -> None:
+    import requests
+    from ray import serve
+
+    from serving.config import ServeConfig
+    from serving.deploy import deploy
+
+    port = services.free_port()
+    url = deploy(ServeConfig(checkpoint=checkpoint_uri), port=port)
+    print(f"Serve application at {url}")
+    try:
+        fs, path = storage.resolve(storage.list_files(scans, ".parquet")[0])
+        rows = pq.read_table(path, filesystem=fs).slice(0, 5).to_pydict()
+        for image, label in zip(rows["image"], rows["label"], strict=True):
+            r = requests.post(f"{url}/predict", data=image, headers={"Content-Type": "image/png"},
+                              timeout=30)
+            body = r.json()
+            print(f"  POST /v1/predict (true {label}) -> {r.status_code} label {body.get('label')} "
+                  f"confidence {body.get('confidence', 0):.3f}")
+        r = requests.post(f"{url}/predict", data=b"not an image", headers={"Content-Type": "image/png"},
+                          timeout=30)
+        print(f"  POST /v1/predict (garbage) -> {r.status_code} {r.json()}")
+    finally:
+        serve.shutdown()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import boto3
+
+    from jobs.run import JobConfig, run_job
+    from jobs.shards import make_shards
+
+    started = time.time()
+    with ExitStack() as stack:
+        _step("local stack")
+        s3 = stack.enter_context(services.s3_server())
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        print(f"S3 ({s3.kind}) at {s3.endpoint}, bucket {BUCKET}")
+        ray_session.connect(num_cpus=os.cpu_count())
+        import ray
+
+        stack.callback(ray.shutdown)
+        print(f"Ray: {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
+        metrics_port = services.free_port()
+        prom = None
+        if services.prometheus_binary():
+            prom = stack.enter_context(services.prometheus_server([f"127.0.0.1:{metrics_port}"]))
+            print(f"Prometheus at {prom.url}, scraping the job on :{metrics_port}")
+        else:
+            print("Prometheus not installed: skipping it (apt-get install prometheus)")
+
+        _step("model")
+        ckpt = _model(args)
+        print(f"checkpoint: {ckpt}")
+
+        _step("scans")
+        scans, output = f"s3://{BUCKET}/scans", f"s3://{BUCKET}/labels"
+        shards = make_shards(args.data or "download", scans, rows_per_shard=args.rows_per_shard,
+                             split="test", as_scans=True, limit=args.limit)
+        print(f"wrote {len(shards)} shards of form-like scans to {scans}/")
+
+        _step("batch job")
+        summary = run_job(JobConfig(input=scans, output=output, checkpoint=ckpt, overwrite=True,
+                                    metrics_port=metrics_port, metrics_linger=3.0 if prom else 0.0))
+        accuracy, rows = _accuracy(output, scans)
+        print(f"{rows:,} digits recognised at {summary['images_per_second']:,.0f} images/s; "
+              f"accuracy against the known labels {accuracy:.2%}")
+        print(f"outputs: {output}/part-*.parquet   report: {output}/_job.json")
+        if prom:
+            seen = prom.query("max_over_time(digits_job_images_per_second[5m])")
+            if seen:
+                print(f"Prometheus saw up to {float(seen[0]['value'][1]):,.0f} images/s "
+                      f"(digits_job_images_per_second)")
+        local = os.path.abspath("demo-output")
+        os.makedirs(local, exist_ok=True)
+        with open(os.path.join(local, "_job.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print(f"a copy of the job report: {local}/_job.json")
+
+        _step("serving")
+        _serve(ckpt, scans)
+
+        _step("shutting down")
+    print(f"done in {time.time() - started:.0f} s")
+    ok = summary["shards"]["failed"] == 0 and accuracy > 0.9
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=settings.data_dir(),
+                        help=f"MNIST folder (default ${settings.DATA_ENV}, else download)")
+    parser.add_argument("--epochs", type=int, default=8,
+                        help="training epochs (8: about 99.2%% in a minute or two; 30: the full recipe)")
+    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    parser.add_argument("--checkpoint", help="use this checkpoint instead of training")
+    parser.add_argument("--retrain", action="store_true", help="ignore the cached checkpoint")
+    parser.add_argument("--rows-per-shard", type=int, default=1000)
+    parser.add_argument("--limit", type=int, help="use only the first N test digits")
+    args = parser.parse_args(argv)
+    try:
+        return run_demo(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything was shut down", file=sys.stderr)
+        return 130
+    except DigitsError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
