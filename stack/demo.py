@@ -22,7 +22,7 @@ from contextlib import ExitStack
 
 import pyarrow.parquet as pq
 
-from recognizer import checkpoint, ray_session, settings, storage
+from recognizer import checkpoint, data, ray_session, settings, storage
 from recognizer.errors import DigitsError
 from stack import services
 
@@ -107,6 +107,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from jobs.shards import make_shards
 
     started = time.time()
+    if not args.data or args.data == "download":
+        args.data = data.download_mnist(os.path.expanduser("~/.cache/formdigits"))
     with ExitStack() as stack:
         _step("local stack")
         s3 = stack.enter_context(services.s3_server())
@@ -131,7 +133,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
         _step("scans")
         scans, output = f"s3://{BUCKET}/scans", f"s3://{BUCKET}/labels"
-        shards = make_shards(args.data or "download", scans, rows_per_shard=args.rows_per_shard,
+        shards = make_shards(args.data, scans, rows_per_shard=args.rows_per_shard,
                              split="test", as_scans=True, limit=args.limit)
         print(f"wrote {len(shards)} shards of form-like scans to {scans}/")
 
