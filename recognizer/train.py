@@ -219,7 +219,7 @@ def _limit(d: data.Digits, n: int | None) -> tuple[np.ndarray, np.ndarray]:
 def run(cfg: TrainConfig) -> TrainResult:
     """Train with Ray Train on the connected Ray cluster; returns the final checkpoint URI."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     cfg.validate()
@@ -256,6 +256,8 @@ def run(cfg: TrainConfig) -> TrainResult:
             storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+            # Ray Train's per-report INFO lines would drown the per-epoch progress lines.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     result = trainer.fit()

@@ -65,7 +65,8 @@ def ray_cluster(s3_server):
     """One local Ray for the whole session (after S3 is configured, so workers see it)."""
     import ray
 
-    ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False,
+    # address="local": never join a cluster someone started with `ray start` on this machine.
+    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False,
              logging_level=logging.ERROR, configure_logging=True)
     yield ray
     try:

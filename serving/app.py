@@ -1,0 +1,288 @@
+"""The Ray Serve application: one deployment that decodes requests and batches the model.
+
+HTTP (FastAPI, under ``/v1``):
+
+* ``POST /v1/predict``: one image as the raw body -> label, confidence, probabilities.
+* ``POST /v1/predict/batch``: JSON ``{"images": [base64...]}`` or multipart files ->
+  one result per image, in order; a bad image gets ``{"error": ...}`` in its place.
+* ``GET /v1/health``, ``GET /v1/model``.
+
+Python (``DeploymentHandle``): ``predict_batch(images)`` takes a whole batch (uint8
+array or encoded images) for Ray jobs; ``stats()`` reports recent batch sizes.
+
+Each request is decoded on its own (a bad image fails at once, alone); only the 28x28
+tensors of concurrent single-image requests meet in ``@serve.batch`` and run through
+the model as one tensor. ``serve deploy`` imports :func:`build_app`.
+"""
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from recognizer.errors import ImageError
+from recognizer.predict import Recognizer, load, select_device
+from recognizer.preprocess import as_image_list, preprocess, preprocess_many
+from serving import inputs
+from serving.config import APP_NAME, ServeConfig
+from serving.metrics import app_metrics
+
+log = logging.getLogger("ray.serve")
+
+#: ImageErrors are the client's data, understood but unusable.
+IMAGE_ERROR_STATUS = 422
+#: Bodies up to this size are decoded on the event loop (well under a millisecond);
+#: larger ones in a worker thread so that a big scan does not stall other requests.
+INLINE_DECODE_BYTES = 64 * 1024
+
+api = FastAPI(title="formdigits", version="1",
+              description="Recognise handwritten digits on scanned forms.")
+
+
+def error_body(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(status: int, code: str, message: str, endpoint: str) -> JSONResponse:
+    app_metrics().errors.inc(tags={"endpoint": endpoint, "code": code})
+    return JSONResponse(error_body(code, message), status_code=status)
+
+
+def endpoint_of(path: str) -> str:
+    """A bounded metric tag for a request path."""
+    known = {"/v1/predict": "predict", "/v1/predict/batch": "predict_batch",
+             "/v1/health": "health", "/v1/model": "model"}
+    return known.get(path.rstrip("/") or "/", "other")
+
+
+@api.exception_handler(inputs.RequestError)
+async def _request_error(request: Request, exc: inputs.RequestError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message, endpoint_of(request.url.path))
+
+
+@api.exception_handler(ImageError)
+async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
+    return error_response(IMAGE_ERROR_STATUS, exc.code, str(exc), endpoint_of(request.url.path))
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {404: f"no such endpoint {request.url.path}; see /docs",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(
+                   exc.status_code, str(exc.detail))
+    return error_response(exc.status_code, code, message, endpoint_of(request.url.path))
+
+
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # A bug, not the client's fault: log it with its traceback, answer in the usual shape.
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", f"internal error ({type(exc).__name__}); "
+                          "see the replica's log", endpoint_of(request.url.path))
+
+
+class MetricsMiddleware:
+    """Counts every HTTP answer by endpoint and status and times it (pure ASGI, cheap)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = endpoint_of(scope.get("path", ""))
+            m = app_metrics()
+            m.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
+            m.request_latency_ms.observe((time.perf_counter() - start) * 1000,
+                                         tags={"endpoint": endpoint})
+
+
+api.add_middleware(MetricsMiddleware)
+
+
+def result_entry(probs: np.ndarray, version: str) -> dict:
+    return {"label": int(probs.argmax()), "confidence": float(probs.max()),
+            "probabilities": [float(p) for p in probs], "model_version": version}
+
+
+@serve.deployment
+@serve.ingress(api)
+class DigitRecognizer:
+    """A replica: the loaded model, the batching queue and the HTTP routes."""
+
+    def __init__(self, max_body_bytes: int, max_batch_images: int, torch_threads: int = 1,
+                 use_gpu: bool = False):
+        if torch_threads:
+            # A replica shares the machine with the proxy and other replicas: one or two
+            # intra-op threads per replica beat torch's default of one per core.
+            torch.set_num_threads(torch_threads)
+        self.device = select_device(use_gpu or None)
+        self.max_body_bytes = max_body_bytes
+        self.max_batch_images = max_batch_images
+        self.recognizer: Recognizer | None = None
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+        self.batches = 0  # dynamic batches run, and the requests in them, since start
+        self.batched_requests = 0
+        self.metrics = app_metrics()
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Load the checkpoint named in user_config (also on redeploys) and tune batching.
+
+        The new model is loaded beside the old one, which keeps serving; the swap is one
+        assignment, so in-flight batches finish on the model they started with.
+        """
+        new = await asyncio.to_thread(load, user_config["checkpoint"], self.device)
+        await asyncio.to_thread(new.predict_tensors, np.zeros((1, 28, 28), np.float32))  # warm
+        old, self.recognizer = self.recognizer, new
+        self._infer.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
+        self._infer.set_batch_wait_timeout_s(float(user_config.get("batch_wait_ms", 5.0)) / 1000)
+        log.info("serving model %s from %s (was %s)", new.version, new.meta.get("uri"),
+                 old.version if old else None)
+
+    def check_health(self) -> None:
+        if self.recognizer is None:
+            raise RuntimeError("no model loaded")
+
+    def _forward(self, x: np.ndarray, path: str) -> tuple[np.ndarray, str]:
+        rec = self.recognizer  # one model for the whole batch, even across a reload
+        start = time.perf_counter()
+        probs = rec.predict_tensors(x)
+        self.metrics.inference_latency_ms.observe((time.perf_counter() - start) * 1000,
+                                                  tags={"path": path})
+        self.metrics.batch_size.observe(len(x), tags={"path": path})
+        return probs, rec.version
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _infer(self, tensors: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
+        """Concurrent single-image requests, as one tensor through the model."""
+        self.batch_sizes.append(len(tensors))
+        self.batches += 1
+        self.batched_requests += len(tensors)
+        probs, version = await asyncio.to_thread(self._forward, np.stack(tensors), "dynamic")
+        return [(p, version) for p in probs]
+
+    async def _run_many(self, images: list[bytes | np.ndarray], path: str
+                        ) -> tuple[np.ndarray, list[ImageError | None], str]:
+        x, errors = await asyncio.to_thread(preprocess_many, images)
+        ok = np.array([e is None for e in errors], dtype=bool)
+        probs = np.zeros((len(images), 10), dtype=np.float32)
+        version = self.recognizer.version
+        if ok.any():
+            probs[ok], version = await asyncio.to_thread(self._forward, x[ok], path)
+        return probs, errors, version
+
+    # ---- HTTP (no `from __future__ import annotations` in this module: Serve's ingress
+    # rebuilds these signatures and FastAPI must see real Request classes) ----
+
+    @api.post("/v1/predict")
+    async def predict(self, request: Request) -> JSONResponse:
+        """One image as the raw body."""
+        body = await inputs.read_body(request, self.max_body_bytes)
+        image = inputs.single_image(inputs.media_type(request), body)
+        # ImageError -> 422 via the exception handler, before anything is batched.
+        if len(image) <= INLINE_DECODE_BYTES:
+            x = preprocess(image)
+        else:
+            x = await asyncio.to_thread(preprocess, image)
+        probs, version = await self._infer(x)
+        self.metrics.images.inc(tags={"endpoint": "predict"})
+        return JSONResponse(result_entry(probs, version))
+
+    @api.post("/v1/predict/batch")
+    async def predict_batch_http(self, request: Request) -> JSONResponse:
+        """Many images (JSON base64 or multipart files); one result or error per image."""
+        body = await inputs.read_body(request, self.max_body_bytes)
+        images = await inputs.batch_images(request, inputs.media_type(request), body,
+                                           self.max_batch_images)
+        probs, errors, version = await self._run_many(images, "batch_request")
+        results = []
+        for p, err in zip(probs, errors, strict=True):
+            if err is None:
+                results.append(result_entry(p, version))
+            else:
+                self.metrics.errors.inc(tags={"endpoint": "predict_batch", "code": err.code})
+                results.append(error_body(err.code, str(err)))
+        self.metrics.images.inc(len(images) - sum(e is not None for e in errors),
+                                tags={"endpoint": "predict_batch"})
+        return JSONResponse({"results": results, "model_version": version})
+
+    @api.get("/v1/health")
+    async def health(self) -> JSONResponse:
+        return JSONResponse({"status": "ok", "model_version": self.recognizer.version})
+
+    @api.get("/v1/model")
+    async def model(self) -> JSONResponse:
+        meta = self.recognizer.meta
+        return JSONResponse({
+            "name": meta.get("model"), "version": meta.get("version"),
+            "accuracy": meta.get("accuracy"), "epochs": meta.get("epochs"),
+            "checkpoint": meta.get("uri"), "code_version": meta.get("code_version"),
+        })
+
+    # ---- Python (DeploymentHandle) ---------------------------------------------------
+
+    async def predict_batch(self, images: np.ndarray | list) -> dict:
+        """A whole batch from other Ray code: uint8 (N, H, W) array or encoded images.
+
+        Returns ``{"labels": int64 array (-1 where an image failed), "confidences":
+        float32 array, "errors": [None | {"code", "message"}], "model_version": str}``.
+        """
+        items = as_image_list(images)
+        probs, errors, version = await self._run_many(items, "handle")
+        ok = np.array([e is None for e in errors], dtype=bool)
+        self.metrics.images.inc(int(ok.sum()), tags={"endpoint": "handle"})
+        return {"labels": np.where(ok, probs.argmax(1), -1).astype(np.int64),
+                "confidences": probs.max(1).astype(np.float32),
+                "errors": [None if e is None else {"code": e.code, "message": str(e)}
+                           for e in errors],
+                "model_version": version}
+
+    def stats(self) -> dict:
+        """Recent dynamic batch sizes and the model being served (for tests and operators)."""
+        return {"batch_sizes": list(self.batch_sizes), "batches": self.batches,
+                "batched_requests": self.batched_requests, "model_version": self.recognizer.version,
+                "max_batch_size": self._infer._get_max_batch_size(),
+                "batch_wait_timeout_s": self._infer._get_batch_wait_timeout_s()}
+
+
+def build(cfg: ServeConfig) -> serve.Application:
+    """The bound application for a validated config."""
+    cfg.validate()
+    return DigitRecognizer.options(**cfg.deployment_options()).bind(**cfg.replica_settings())
+
+
+def build_app(args: dict) -> serve.Application:
+    """Application builder for ``serve deploy`` / ``serve run serving.app:build_app``.
+
+    ``args`` holds :class:`~serving.config.ServeConfig` fields, e.g.
+    ``{"checkpoint": "s3://models/digits", "max_batch_size": 32}``.
+    """
+    return build(ServeConfig.from_args(args))
+
+
+def handle(app_name: str | None = None) -> DeploymentHandle:
+    """A handle on the running recognizer, for batch jobs and other Ray code."""
+    return serve.get_app_handle(app_name or APP_NAME)
