@@ -1,0 +1,80 @@
+"""Where the model runs: Ray actors that each hold the model and label whole batches.
+
+Shard tasks preprocess images themselves (that is the CPU-heavy part and scales with
+tasks) and send (N, 28, 28) tensors here, so the model is loaded once per actor, not
+once per shard, and batches are large enough to use the CPU or GPU well.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import numpy as np
+import ray
+
+#: Latency buckets (seconds) of batch inference, shared by driver and actor metrics.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ModelActor:
+    """Holds one loaded checkpoint; ``predict`` labels a batch of preprocessed digits."""
+
+    def __init__(self, checkpoint: str, threads: int = 1, use_gpu: bool = False):
+        import torch
+
+        from recognizer.predict import load
+
+        # Decoding tasks share the CPUs with this actor: cap torch's threads so the
+        # two do not oversubscribe the cores.
+        torch.set_num_threads(max(1, threads))
+        self.model = load(checkpoint, device="cuda" if use_gpu else "cpu")
+        self._latency = self._images = None
+        try:
+            from ray.util import metrics
+
+            # Exported by Ray's metrics agent on every node (cluster-wide scraping).
+            self._latency = metrics.Histogram(
+                "digits_actor_batch_inference_seconds", "Model time per batch in a job actor",
+                boundaries=list(LATENCY_BUCKETS))
+            self._images = metrics.Counter("digits_actor_images_total",
+                                           "Images labelled by job model actors")
+        except Exception:  # noqa: BLE001 - metrics are optional; never fail inference for them
+            pass
+
+    def info(self) -> dict:
+        """Model name, version, checkpoint folder and recorded accuracy."""
+        meta = self.model.meta
+        return {"model": meta.get("model"), "version": meta.get("version"),
+                "uri": meta.get("uri"), "accuracy": meta.get("accuracy")}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """(labels int8, confidences float32, seconds) for an (N, 28, 28) float32 batch."""
+        start = time.perf_counter()
+        probs = self.model.predict_tensors(x) if len(x) else np.zeros((0, 10), np.float32)
+        seconds = time.perf_counter() - start
+        if self._latency is not None and len(x):
+            self._latency.observe(seconds)
+            self._images.inc(len(x))
+        return probs.argmax(1).astype(np.int8), probs.max(1, initial=0.0).astype(np.float32), seconds
+
+
+def actor_name(job_id: str, index: int) -> str:
+    """Model actors are named so operators (and tests) can find them with `ray list actors`;
+    the random tail keeps a quick rerun of the same job id from clashing with the last run."""
+    return f"digits-{job_id}-model-{index}-{uuid.uuid4().hex[:6]}"
+
+
+def start_actors(checkpoint: str, count: int, num_cpus: float, num_gpus: float,
+                 threads: int, job_id: str, runtime_env: dict | None = None) -> list:
+    """Start count model actors that Ray restarts (and whose calls it retries) on failure."""
+    cls = ray.remote(ModelActor)
+    return [cls.options(name=actor_name(job_id, i), num_cpus=num_cpus, num_gpus=num_gpus,
+                        max_restarts=-1, max_task_retries=-1, max_concurrency=1,
+                        runtime_env=runtime_env)
+            .remote(checkpoint, threads, num_gpus > 0)
+            for i in range(count)]

@@ -1,0 +1,203 @@
+"""Orchestration of a batch job on the current Ray: which shards to do, in what order,
+how many at once, and the job's summary (``_job.json``).
+
+Design: one Ray task per input shard (read -> preprocess -> infer via model actors ->
+write one output object) and a small pool of model actors. The driver keeps at most
+``max_in_flight`` shard tasks running, so memory is bounded whatever the shard count.
+See docs/jobs.md for why this beats a Ray Data pipeline for this contract.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import ray
+
+from jobs import infer, sink, source
+from jobs.errors import JobError
+from jobs.metrics import JobMetrics
+from jobs.submit import aws_env
+from jobs.task import ShardResult, ShardSettings, describe_failure, process_shard
+from recognizer import checkpoint
+from recognizer.errors import CheckpointError, ConfigError, StorageError
+
+#: Ray retries a shard task this many times when its worker or node dies.
+TASK_RETRIES = 5
+
+
+@dataclass
+class JobConfig:
+    """Everything a job needs; the CLI fills it from flags."""
+
+    input: str
+    output: str
+    checkpoint: str
+    overwrite: bool = False
+    batch_size: int = 512
+    actors: int | None = None  # default: one per GPU, else 1
+    actor_cpus: float = 0.0
+    actor_threads: int = 1
+    gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs
+    max_in_flight: int | None = None  # default: 2 x cluster CPUs
+    id_column: str = "id"
+    image_column: str = "image"
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_linger: float = 0.0  # keep /metrics up this long after the end (final scrape)
+    job_id: str | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("batch_size", "actors", "max_in_flight", "actor_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.actor_cpus < 0:
+            raise ConfigError(f"--actor-cpus must not be negative, got {self.actor_cpus}")
+        if self.input.rstrip("/") == self.output.rstrip("/"):
+            raise ConfigError("--output must differ from --input: outputs would be read as inputs")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="shard", disable=not enabled, dynamic_ncols=True)
+
+
+def _skipped(name: str, output: str) -> ShardResult:
+    try:
+        ok, failed = sink.count_output_rows(sink.output_uri(output, name))
+    except Exception:  # noqa: BLE001 - counts are informative only; the output is complete
+        ok, failed = 0, 0
+    return ShardResult(name, "skipped", rows_ok=ok, rows_failed=failed)
+
+
+def _resources() -> tuple[int, int]:
+    res = ray.cluster_resources()
+    return max(1, int(res.get("CPU", 1))), int(res.get("GPU", 0))
+
+
+def run_job(cfg: JobConfig) -> dict:
+    """Run a job to the end on the connected Ray and return its summary (also written to
+    ``OUTPUT/_job.json``). Shards that fail are in the summary, never raised."""
+    cfg.validate()
+    started, t0 = _now(), time.perf_counter()
+    job_id = cfg.job_id or f"job-{uuid.uuid4().hex[:12]}"
+    try:
+        meta = checkpoint.read_meta(checkpoint.resolve(cfg.checkpoint))
+    except CheckpointError as exc:
+        raise JobError(f"cannot use checkpoint: {exc}") from exc
+    shards = source.list_shards(cfg.input)
+    try:
+        done = set() if cfg.overwrite else sink.completed_outputs(cfg.output)
+    except StorageError as exc:
+        raise JobError(f"cannot list outputs: {exc}") from exc
+
+    cpus, gpus = _resources()
+    gpus_per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpus else 0.0)
+    n_actors = cfg.actors or (max(1, int(gpus / gpus_per_actor)) if gpus_per_actor else 1)
+    max_in_flight = cfg.max_in_flight or 2 * cpus
+
+    metrics = JobMetrics()
+    metrics.shards_total.set(len(shards))
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_port, cfg.metrics_host)
+    results: list[ShardResult] = []
+    actors: list = []
+    bar = _progress_bar(len(shards), cfg.progress)
+    try:
+        todo = []
+        for uri in shards:
+            name = source.shard_name(uri)
+            if name in done:
+                results.append(_skipped(name, cfg.output))
+                metrics.record(results[-1])
+                bar.update()
+            else:
+                todo.append(uri)
+        if todo:
+            # The driver's S3 settings go with every task and actor: workers of a remote
+            # cluster (RAY_ADDRESS) do not inherit this process's environment.
+            runtime_env = {"env_vars": aws_env()}
+            actors = infer.start_actors(cfg.checkpoint, n_actors, cfg.actor_cpus, gpus_per_actor,
+                                        cfg.actor_threads, job_id, runtime_env)
+            try:
+                info = ray.get(actors[0].info.remote())
+            except ray.exceptions.RayError as exc:
+                raise JobError(f"the model actors could not load {cfg.checkpoint} "
+                               f"(is it readable from every node?): {describe_failure(exc)}") from exc
+            meta = {**meta, **info}
+            settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
+                                     str(info["version"]))
+            task = ray.remote(process_shard).options(num_cpus=1, max_retries=TASK_RETRIES,
+                                                     retry_exceptions=False, runtime_env=runtime_env)
+            images = 0
+            pending: dict = {}
+            queue = list(enumerate(todo))
+            while queue or pending:
+                while queue and len(pending) < max_in_flight:
+                    i, uri = queue.pop(0)
+                    out = sink.output_uri(cfg.output, source.shard_name(uri))
+                    pending[task.remote(uri, out, actors, i, settings)] = uri
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                uri = pending.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except Exception as exc:  # noqa: BLE001 - retries exhausted: report, carry on
+                    result = ShardResult(source.shard_name(uri), "failed", reason=describe_failure(exc))
+                results.append(result)
+                metrics.record(result)
+                images += result.rows_ok + result.rows_failed
+                rate = images / max(time.perf_counter() - t0, 1e-9)
+                metrics.throughput.set(rate)
+                bar.set_postfix(images=f"{images:,}", rate=f"{rate:,.0f} img/s", refresh=False)
+                bar.update()
+        summary = _summary(cfg, job_id, meta, shards, results, started, time.perf_counter() - t0)
+        metrics.throughput.set(summary["images_per_second"])
+        sink.write_summary(cfg.output, summary)
+        return summary
+    finally:
+        bar.close()
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        if cfg.metrics_port and cfg.metrics_linger > 0:
+            time.sleep(cfg.metrics_linger)
+        metrics.close()
+
+
+def _summary(cfg: JobConfig, job_id: str, meta: dict, shards: list[str], results: list[ShardResult],
+             started: str, seconds: float) -> dict:
+    by_status = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    processed = [r for r in results if r.status == "ok"]
+    codes: dict[str, int] = {}
+    for r in processed:
+        for code, n in r.error_codes.items():
+            codes[code] = codes.get(code, 0) + n
+    images = sum(r.rows_ok + r.rows_failed for r in processed)
+    return {
+        "job_id": job_id,
+        "input": cfg.input,
+        "output": cfg.output,
+        "model": {k: meta.get(k) for k in ("model", "version", "uri", "accuracy")},
+        "shards": {"total": len(shards), **by_status},
+        "rows": {
+            "ok": sum(r.rows_ok for r in results if r.status != "failed"),
+            "error": sum(r.rows_failed for r in results if r.status != "failed"),
+            "processed_this_run": images,
+            "errors_by_code": codes,
+        },
+        "failed_shards": [{"shard": r.shard, "reason": r.reason} for r in results if r.status == "failed"],
+        "started_at": started,
+        "finished_at": _now(),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / seconds, 1) if seconds > 0 else 0.0,
+        "settings": {"batch_size": cfg.batch_size, "overwrite": cfg.overwrite,
+                     "id_column": cfg.id_column, "image_column": cfg.image_column},
+    }
