@@ -113,7 +113,9 @@ def _pil_to_grey(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(paper, rgba)
-    return np.asarray(img.convert("L"), dtype=np.uint8)
+    if img.mode != "L":
+        img = img.convert("L")
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _array_to_grey(arr: np.ndarray, max_pixels: int) -> np.ndarray:
@@ -135,26 +137,39 @@ def _array_to_grey(arr: np.ndarray, max_pixels: int) -> np.ndarray:
     return arr
 
 
+def _median_u8(values: np.ndarray) -> int:
+    """Median of uint8 values by counting (several times faster than np.median here)."""
+    counts = np.bincount(values, minlength=256).cumsum()
+    return int(np.searchsorted(counts, (len(values) + 1) // 2))
+
+
 def normalize(grey: np.ndarray) -> np.ndarray:
     """Turn a greyscale page or crop into a 28x28 float32 MNIST-style digit."""
-    a = grey.astype(np.float32, copy=False)
-    border = np.concatenate((a[0], a[-1], a[1:-1, 0], a[1:-1, -1]))
-    paper = float(np.median(border))
+    if grey.dtype != np.uint8:
+        grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    border = np.concatenate((grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]))
+    paper = _median_u8(border)
     # Paper is what most of the border is; ink is whatever differs from it in the
     # opposite direction, so dark-on-light and light-on-dark come out the same.
-    ink = paper - a if paper > 127.5 else a - paper
-    peak = float(ink.max())
+    if paper > 127:
+        ink = np.subtract(paper, grey, dtype=np.int16)
+    else:
+        ink = np.subtract(grey, paper, dtype=np.int16)
+    peak = int(ink.max())
     if peak < MIN_CONTRAST:
         raise BlankImage(
-            f"no ink found: the darkest stroke differs from the paper by {peak:.0f} grey "
+            f"no ink found: the darkest stroke differs from the paper by {max(peak, 0)} grey "
             f"levels (at least {MIN_CONTRAST:.0f} needed)"
         )
-    ink *= 1.0 / peak
-    ink[ink < INK_THRESHOLD] = 0.0
+    # Below the threshold is paper noise (JPEG ringing, scanner grain): it is zeroed and
+    # does not count when the digit is cropped.
+    ink[ink < INK_THRESHOLD * peak] = 0
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     crop = ink[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-    return _fit_and_centre(crop)
+    # Stretch the ink to the full 0..255 range in uint8, where Pillow resizes fastest.
+    crop8 = (crop * (255.0 / peak)).astype(np.uint8)
+    return _fit_and_centre(crop8)
 
 
 def _fit_and_centre(crop: np.ndarray) -> np.ndarray:
@@ -163,15 +178,13 @@ def _fit_and_centre(crop: np.ndarray) -> np.ndarray:
     scale = box / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) != (h, w):
-        small = np.asarray(
-            Image.fromarray(np.ascontiguousarray(crop), "F").resize(
-                (nw, nh), Image.Resampling.BILINEAR
-            )
-        )
-        small = np.clip(small, 0.0, None)
+        small = np.asarray(Image.fromarray(crop).resize((nw, nh), Image.Resampling.BILINEAR),
+                           dtype=np.float32)
     else:
-        small = crop
+        small = crop.astype(np.float32)
     total = float(small.sum())
+    if total <= 0:
+        raise BlankImage("no ink left after scaling the digit down")
     cy = float(small.sum(axis=1) @ np.arange(nh, dtype=np.float32)) / total
     cx = float(small.sum(axis=0) @ np.arange(nw, dtype=np.float32)) / total
     top = min(max(round(size / 2 - 0.5 - cy), 0), size - nh)
