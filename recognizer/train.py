@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -64,6 +65,14 @@ class TrainResult:
 
 def _seconds_fmt(s: float) -> str:
     return f"{s:6.1f}s"
+
+
+def _progress(line: str) -> None:
+    # Ray Train turns print() into INFO log records, which its WARNING log level (set to
+    # hide its own per-report chatter) would swallow; the stream itself still reaches
+    # the driver's console.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _evaluate(model, x: torch.Tensor, y: torch.Tensor, device, batch: int = 1000) -> tuple[float, int]:
@@ -161,7 +170,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                 schedule = make_schedule(optimizer, cfg, max(1, cfg["epochs"] - start_epoch) * steps)
         history = list(state.get("history", []))
         if rank == 0:
-            print(f"resuming from {resume.path} at epoch {start_epoch + 1}", flush=True)
+            _progress(f"resuming from {resume.path} at epoch {start_epoch + 1}")
 
     train_seconds = history[-1]["train_seconds"] if history else 0.0
     for epoch in range(start_epoch, cfg["epochs"]):
@@ -190,10 +199,10 @@ def train_loop_per_worker(cfg: dict) -> None:
         }
         history.append(metrics)
         if rank == 0:
-            print(f"epoch {epoch + 1:3d}/{cfg['epochs']}  loss {metrics['loss']:.4f}  "
-                  f"acc {metrics['accuracy']:.2%}  val_loss {metrics['val_loss']:.4f}  "
-                  f"val_acc {metrics['val_accuracy']:.2%}  {metrics['images_per_s']:,.0f} img/s  "
-                  f"[{_seconds_fmt(train_seconds)} training]", flush=True)
+            _progress(f"epoch {epoch + 1:3d}/{cfg['epochs']}  loss {metrics['loss']:.4f}  "
+                      f"acc {metrics['accuracy']:.2%}  val_loss {metrics['val_loss']:.4f}  "
+                      f"val_acc {metrics['val_accuracy']:.2%}  {metrics['images_per_s']:,.0f} img/s  "
+                      f"[{_seconds_fmt(train_seconds)} training]")
             with tempfile.TemporaryDirectory() as tmp:
                 meta = {"model": cfg["model"], "data": cfg["data_source"],
                         "epochs": epoch + 1, "epochs_planned": cfg["epochs"],
