@@ -57,6 +57,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mk.add_argument("--split", default="test", choices=["train", "test"], help="IDX split")
     mk.add_argument("--as-scans", action="store_true",
                     help="render digits as dark ink on paper, 80x80 like form crops (IDX only)")
+    mk.add_argument("--fields", type=int, metavar="LENGTH",
+                    help="synthesize fields of LENGTH handwritten digits in a row (postal codes, "
+                         "amounts) with their true strings in a `text` column (IDX only)")
     mk.add_argument("--limit", type=int, help="use only the first N images")
     mk.add_argument("--seed", type=int, default=0, help="seed of the scan rendering")
     mk.set_defaults(func=_make)
@@ -68,6 +71,9 @@ _JOB_FLAGS: list[tuple[str, dict]] = [
     ("--output", {"required": True, "help": "s3:// prefix (or folder) for output shards"}),
     ("--checkpoint", {"required": True, "help": "checkpoint folder or training run (local or s3://)"}),
     ("--overwrite", {"action": "store_true", "help": "redo shards whose output already exists"}),
+    ("--mode", {"choices": ["digit", "field"], "default": "digit",
+                "help": "digit: one digit per image (label column); field: a row of digits such as "
+                        "a postal code (text column)"}),
     ("--batch-size", {"type": int, "default": 512, "help": "images per inference batch"}),
     ("--actors", {"type": int, "help": "model actors (default: one per GPU, else 1)"}),
     ("--actor-cpus", {"type": float, "default": 0.0,
@@ -106,7 +112,8 @@ def _config(args: argparse.Namespace):
     from jobs.run import JobConfig
 
     return JobConfig(input=args.input, output=args.output, checkpoint=args.checkpoint,
-                     overwrite=args.overwrite, batch_size=args.batch_size, actors=args.actors,
+                     overwrite=args.overwrite, mode=args.mode, batch_size=args.batch_size,
+                     actors=args.actors,
                      actor_cpus=args.actor_cpus, actor_threads=args.actor_threads,
                      max_in_flight=args.max_in_flight, id_column=args.id_column,
                      image_column=args.image_column, metrics_port=args.metrics_port,
@@ -171,6 +178,6 @@ def _make(args: argparse.Namespace) -> int:
     if not data:
         raise JobError(f"name the images with --data or ${settings.DATA_ENV}")
     uris = make_shards(data, args.output, args.rows_per_shard, args.split, args.as_scans,
-                       args.limit, args.seed)
+                       args.limit, args.seed, fields=args.fields)
     print(f"wrote {len(uris)} shards under {args.output}")
     return 0

@@ -18,6 +18,7 @@ from jobs.errors import JobError
 from recognizer import storage, synth
 from recognizer.data import load_idx_raw
 from recognizer.errors import DataError, StorageError
+from recognizer.synth_fields import make_fields
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Pixels per side of the digit in a synthesized scan (form-crop sized).
@@ -35,6 +36,18 @@ def _idx_rows(folder: str, split: str, as_scans: bool, limit: int | None,
         yield synth.encode(pixels, "PNG"), int(labels[i])
 
 
+def _field_rows(folder: str, split: str, length: int, limit: int | None,
+                seed: int) -> Iterator[tuple[bytes, str]]:
+    """Synthesized fields of ``length`` digits (uneven spacing, size, slant, baseline;
+    some touching pairs) with their true strings; each digit is used once per pass."""
+    images, labels, _ = load_idx_raw(folder, split)
+    digits = len(images) if limit is None else min(limit, len(images))
+    rng = np.random.default_rng(seed)
+    for _ in range(digits // length):
+        fields, texts = make_fields(images, labels, length, 1, rng)
+        yield synth.encode(fields[0], "PNG"), texts[0]
+
+
 def _folder_rows(folder: str, limit: int | None) -> Iterator[tuple[bytes, int | None]]:
     """Image files under folder (recursively); a parent folder named 0-9 gives the label."""
     paths = []
@@ -48,36 +61,50 @@ def _folder_rows(folder: str, limit: int | None) -> Iterator[tuple[bytes, int | 
 
 
 def rows(data: str, split: str = "test", as_scans: bool = False, limit: int | None = None,
-         seed: int = 0) -> Iterator[tuple[bytes, int | None]]:
-    """(encoded image, label) pairs from an IDX folder (local or s3://) or an image folder."""
+         seed: int = 0, fields: int | None = None) -> Iterator[tuple[bytes, int | str | None]]:
+    """(encoded image, label) pairs from an IDX folder (local or s3://) or an image folder.
+
+    With ``fields=LENGTH`` each image is a field of LENGTH digits and its label the string.
+    """
     try:
-        yield from _idx_rows(data, split, as_scans, limit, seed)
+        if fields:
+            yield from _field_rows(data, split, fields, limit, seed)
+        else:
+            yield from _idx_rows(data, split, as_scans, limit, seed)
         return
     except DataError as idx_error:
         if storage.is_s3(data) or not os.path.isdir(data):
             raise JobError(f"cannot make shards from {data}: {idx_error}") from idx_error
-    if as_scans:
-        raise JobError("--as-scans renders MNIST digits; it needs IDX files, not an image folder")
+    if as_scans or fields:
+        raise JobError("--as-scans and --fields render MNIST digits: they need IDX files, "
+                       "not an image folder")
     yield from _folder_rows(data, limit)
 
 
 def make_shards(data: str, output: str, rows_per_shard: int, split: str = "test",
                 as_scans: bool = False, limit: int | None = None, seed: int = 0,
-                prefix: str = "part") -> list[str]:
-    """Write shards ``PREFIX-00000.parquet``... under output; returns their URIs."""
+                prefix: str = "part", fields: int | None = None) -> list[str]:
+    """Write shards ``PREFIX-00000.parquet``... under output; returns their URIs.
+
+    Digit shards carry the true ``label`` (int8); field shards (``fields=LENGTH``) the
+    true ``text``.
+    """
     if rows_per_shard < 1:
         raise JobError(f"--rows-per-shard must be at least 1, got {rows_per_shard}")
+    if fields is not None and fields < 1:
+        raise JobError(f"--fields must be at least 1, got {fields}")
     written: list[str] = []
     images: list[bytes] = []
-    labels: list[int | None] = []
+    labels: list = []
     next_id = 0
+    truth = ("text", pa.string()) if fields else ("label", pa.int8())
 
     def flush() -> None:
         nonlocal next_id
         table = pa.table({
             "id": pa.array(range(next_id, next_id + len(images)), pa.int64()),
             "image": pa.array(images, pa.binary()),
-            "label": pa.array(labels, pa.int8()),
+            truth[0]: pa.array(labels, truth[1]),
         })
         buf = io.BytesIO()
         # Images are already compressed: Parquet compression would only cost time.
@@ -92,7 +119,7 @@ def make_shards(data: str, output: str, rows_per_shard: int, split: str = "test"
         images.clear()
         labels.clear()
 
-    for image, label in rows(data, split, as_scans, limit, seed):
+    for image, label in rows(data, split, as_scans, limit, seed, fields):
         images.append(image)
         labels.append(label)
         if len(images) == rows_per_shard:

@@ -41,6 +41,21 @@ def build_table(ids: pa.Array, labels: np.ndarray, confidences: np.ndarray,
     })
 
 
+def build_field_table(ids: pa.Array, texts: list[str | None], digit_confidences: list[list[float] | None],
+                      confidences: np.ndarray, errors: list[str | None], model_version: str) -> pa.Table:
+    """Field-mode columns: id, text (the digit string, null on error), digit_confidences,
+    confidence (the product of the digits'), error, model_version."""
+    failed = np.array([e is not None for e in errors], dtype=bool)
+    return pa.table({
+        "id": ids,
+        "text": pa.array(texts, type=pa.string()),
+        "digit_confidences": pa.array(digit_confidences, type=pa.list_(pa.float32())),
+        "confidence": pa.array(confidences.astype(np.float32), type=pa.float32(), mask=failed),
+        "error": pa.array(errors, type=pa.string()),
+        "model_version": pa.array([model_version] * len(errors), type=pa.string()),
+    })
+
+
 def write_table(uri: str, table: pa.Table) -> None:
     """Serialise a table to Parquet in memory and put it in one piece."""
     buf = io.BytesIO()

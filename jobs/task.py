@@ -19,6 +19,7 @@ from jobs import sink, source
 from jobs.errors import ShardError
 from recognizer import storage
 from recognizer.errors import DigitsError, ImageError
+from recognizer.fields import assemble_fields, prepare_fields
 from recognizer.preprocess import preprocess
 from recognizer.settings import IMAGE_SIZE
 
@@ -33,6 +34,7 @@ class ShardSettings:
     image_column: str = "image"
     batch_size: int = 512
     model_version: str = ""
+    mode: str = "digit"
 
 
 @dataclass
@@ -62,6 +64,73 @@ def _prepare(images: list) -> tuple[np.ndarray, list[str | None]]:
     return x, errors
 
 
+class _Digits:
+    """Digit mode: one label per image, from the actors' ``predict``."""
+
+    def __init__(self) -> None:
+        self.labels: list[np.ndarray] = []
+        self.confs: list[np.ndarray] = []
+        self.errors: list[str | None] = []
+
+    def submit(self, images: list, actor) -> tuple:
+        x, errs = _prepare(images)
+        ok = np.array([e is None for e in errs], dtype=bool)
+        return errs, ok, (actor.predict.remote(x[ok]) if ok.any() else None)
+
+    def collect(self, item: tuple) -> float | None:
+        errs, ok, ref = item
+        lab = np.zeros(len(errs), np.int8)
+        conf = np.zeros(len(errs), np.float32)
+        seconds = None
+        if ref is not None:
+            lab[ok], conf[ok], seconds = ray.get(ref)
+        self.labels.append(lab)
+        self.confs.append(conf)
+        self.errors.extend(errs)
+        return seconds
+
+    def table(self, ids: pa.Array, model_version: str) -> pa.Table:
+        return sink.build_table(
+            ids, np.concatenate(self.labels) if self.labels else np.zeros(0, np.int8),
+            np.concatenate(self.confs) if self.confs else np.zeros(0, np.float32),
+            self.errors, model_version)
+
+
+class _Fields:
+    """Field mode: each image is a row of digits; segmentation runs here, the pieces'
+    probabilities come from the actors, and the cutting is chosen back here."""
+
+    def __init__(self) -> None:
+        self.texts: list[str | None] = []
+        self.digit_confs: list[list[float] | None] = []
+        self.confs: list[float] = []
+        self.errors: list[str | None] = []
+
+    def submit(self, images: list, actor) -> tuple:
+        plan = prepare_fields(images)
+        return plan, (actor.probabilities.remote(plan.inputs) if len(plan.inputs) else None)
+
+    def collect(self, item: tuple) -> float | None:
+        plan, ref = item
+        probs, seconds = ray.get(ref) if ref is not None else (np.zeros((0, 10), np.float32), None)
+        for result in assemble_fields(plan, probs):
+            if isinstance(result, ImageError):
+                self.texts.append(None)
+                self.digit_confs.append(None)
+                self.confs.append(0.0)
+                self.errors.append(f"{result.code}: {result}")
+            else:
+                self.texts.append(result.text)
+                self.digit_confs.append(list(result.confidences))
+                self.confs.append(result.confidence)
+                self.errors.append(None)
+        return seconds
+
+    def table(self, ids: pa.Array, model_version: str) -> pa.Table:
+        return sink.build_field_table(ids, self.texts, self.digit_confs,
+                                      np.asarray(self.confs, np.float32), self.errors, model_version)
+
+
 def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
                   cfg: ShardSettings) -> ShardResult:
     """Label every row of one shard and write its output shard. Never raises for bad
@@ -73,34 +142,22 @@ def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
     except (ShardError, DigitsError) as exc:
         return ShardResult(name, "failed", reason=str(exc), seconds=time.perf_counter() - start)
 
+    mode = _Fields() if cfg.mode == "field" else _Digits()
     id_parts: list[pa.Array] = []
-    labels: list[np.ndarray] = []
-    confs: list[np.ndarray] = []
-    errors: list[str | None] = []
     batch_seconds: list[float] = []
     pending: deque = deque()
-    turn = first_actor
 
     def collect() -> None:
-        ids, errs, ok, ref = pending.popleft()
-        lab = np.zeros(len(errs), np.int8)
-        conf = np.zeros(len(errs), np.float32)
-        if ref is not None:
-            lab[ok], conf[ok], seconds = ray.get(ref)
+        ids, item = pending.popleft()
+        seconds = mode.collect(item)
+        if seconds is not None:
             batch_seconds.append(seconds)
         id_parts.append(ids)
-        labels.append(lab)
-        confs.append(conf)
-        errors.extend(errs)
 
+    turn = first_actor
     for ids, images in source.iter_batches(pf, cfg.id_column, cfg.image_column, cfg.batch_size):
-        x, errs = _prepare(images)
-        ok = np.array([e is None for e in errs], dtype=bool)
-        ref = None
-        if ok.any():
-            ref = actors[turn % len(actors)].predict.remote(x[ok])
-            turn += 1
-        pending.append((ids, errs, ok, ref))
+        pending.append((ids, mode.submit(images, actors[turn % len(actors)])))
+        turn += 1
         if len(pending) > PIPELINE_DEPTH:
             collect()
     while pending:
@@ -108,10 +165,8 @@ def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
 
     id_type = pf.schema_arrow.field(cfg.id_column).type
     all_ids = pa.concat_arrays([a.cast(id_type) for a in id_parts]) if id_parts else pa.array([], id_type)
-    table = sink.build_table(
-        all_ids, np.concatenate(labels) if labels else np.zeros(0, np.int8),
-        np.concatenate(confs) if confs else np.zeros(0, np.float32), errors, cfg.model_version)
-    sink.write_table(out_uri, table)
+    sink.write_table(out_uri, mode.table(all_ids, cfg.model_version))
+    errors = mode.errors
     codes = Counter(e.split(":", 1)[0] for e in errors if e is not None)
     failed = sum(codes.values())
     return ShardResult(name, "ok", rows_ok=len(errors) - failed, rows_failed=failed,

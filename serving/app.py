@@ -30,6 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recognizer.errors import ImageError
+from recognizer.fields import read_field
 from recognizer.predict import Recognizer, load, select_device
 from recognizer.preprocess import as_image_list, preprocess, preprocess_many
 from serving import inputs
@@ -60,7 +61,7 @@ def error_response(status: int, code: str, message: str, endpoint: str) -> JSONR
 def endpoint_of(path: str) -> str:
     """A bounded metric tag for a request path."""
     known = {"/v1/predict": "predict", "/v1/predict/batch": "predict_batch",
-             "/v1/health": "health", "/v1/model": "model"}
+             "/v1/read": "read", "/v1/health": "health", "/v1/model": "model"}
     return known.get(path.rstrip("/") or "/", "other")
 
 
@@ -228,6 +229,18 @@ class DigitRecognizer:
         self.metrics.images.inc(len(images) - sum(e is not None for e in errors),
                                 tags={"endpoint": "predict_batch"})
         return JSONResponse({"results": results, "model_version": version})
+
+    @api.post("/v1/read")
+    async def read(self, request: Request) -> JSONResponse:
+        """One field image (several digits in a row, e.g. a postal code) as the raw body."""
+        body = await inputs.read_body(request, self.max_body_bytes)
+        image = inputs.single_image(inputs.media_type(request), body)
+        rec = self.recognizer
+        # Segmentation and the pieces' model pass run together off the event loop; an
+        # ImageError (blank field, too many components, bad bytes) becomes a 422.
+        result = await asyncio.to_thread(read_field, rec, image)
+        self.metrics.images.inc(tags={"endpoint": "read"})
+        return JSONResponse({**result.to_dict(), "model_version": rec.version})
 
     @api.get("/v1/health")
     async def health(self) -> JSONResponse:

@@ -329,3 +329,25 @@ def test_config_file_deploys_the_same_application(served, samples, trained_check
         assert r.json()["label"] == recognizer.load(trained_checkpoint).predict(samples[1][:1]).labels[0]
     finally:
         client.delete_apps(["digits-config"], blocking=True)
+
+
+def test_read_returns_the_field_string(served, mnist_test_raw):
+    from recognizer.fields import read_field
+    from recognizer.synth_fields import make_fields
+
+    images, labels = mnist_test_raw
+    fields, texts = make_fields(images, labels, 5, 3, np.random.default_rng(11), touching_prob=0.0)
+    model = recognizer.load(served["checkpoint"])
+    for field in fields:
+        r = requests.post(f"{served['url']}/read", data=png(field), headers=PNG, timeout=30)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        expected = read_field(model, png(field))
+        assert doc["text"] == expected.text and len(doc["text"]) == 5
+        assert doc["confidences"] == pytest.approx(list(expected.confidences), abs=1e-5)
+        assert doc["model_version"] == model.version
+    assert sum(requests.post(f"{served['url']}/read", data=png(f), headers=PNG, timeout=30).json()["text"]
+               == t for f, t in zip(fields, texts, strict=True)) >= 2
+    blank = requests.post(f"{served['url']}/read", data=png(np.full((40, 200), 250, np.uint8)),
+                          headers=PNG, timeout=30)
+    assert blank.status_code == 422 and blank.json()["error"]["code"] == "blank_image"

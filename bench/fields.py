@@ -1,0 +1,105 @@
+"""Field benchmark: whole 5-digit fields (postal codes) built from the 10,000 MNIST test
+digits, read in-process with :func:`recognizer.fields.read_fields`.
+
+Two sets of 2,000 fields, each using every test digit exactly once: digits kept apart
+(uneven spacing, size, slant and baseline) and the default synthesis where 10% of
+neighbouring pairs touch. Reports exact-string accuracy (target >= 95%), per-digit
+accuracy (1 - edit distance / length, so a missed or extra digit costs one), how often
+the number of digits read is wrong, and fields/s.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import recognizer
+from recognizer import data
+from recognizer.fields import FieldResult, read_fields
+from recognizer.synth_fields import make_fields
+
+LENGTH = 5
+COUNT = 2000
+#: Fields per read_fields call (one model batch each), as a batch job would send them.
+BATCH = 200
+TARGET = 0.95
+SETS = {"apart": 0.0, "touching 10%": 0.1}
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def measure(model: recognizer.Recognizer, fields: list[np.ndarray], texts: list[str]) -> dict:
+    """Accuracy and speed of reading the given fields against their true strings."""
+    t0 = time.perf_counter()
+    results = []
+    for i in range(0, len(fields), BATCH):
+        results.extend(read_fields(model, fields[i:i + BATCH]))
+    seconds = time.perf_counter() - t0
+    read = [r.text if isinstance(r, FieldResult) else "" for r in results]
+    digits = sum(len(t) for t in texts)
+    errors = sum(_edit_distance(r, t) for r, t in zip(read, texts, strict=True))
+    exact = [r == t for r, t in zip(read, texts, strict=True)]
+    confidences = [r.confidence for r in results if isinstance(r, FieldResult)]
+    wrong = [c for c, ok in zip(confidences, exact, strict=False) if not ok]
+    return {
+        "fields": len(fields),
+        "exact_accuracy": float(np.mean(exact)),
+        "digit_accuracy": 1.0 - errors / digits,
+        "wrong_length": float(np.mean([len(r) != len(t) for r, t in zip(read, texts, strict=True)])),
+        "errors": sum(not isinstance(r, FieldResult) for r in results),
+        "fields_per_s": len(fields) / seconds,
+        "median_confidence_when_wrong": float(np.median(wrong)) if wrong else None,
+    }
+
+
+def run(checkpoint: str, data_dir: str) -> dict:
+    """Build the field sets from the test digits and read them; returns a JSON-able dict."""
+    images, labels, _ = data.load_idx_raw(data_dir, "test")
+    model = recognizer.load(checkpoint)
+    out = {"checkpoint": checkpoint, "model_version": model.version,
+           "model_accuracy": model.meta.get("accuracy"), "length": LENGTH, "target": TARGET,
+           "sets": {}}
+    for name, touching in SETS.items():
+        fields, texts = make_fields(images, labels, LENGTH, COUNT, np.random.default_rng(0),
+                                    touching_prob=touching)
+        out["sets"][name] = {"touching_prob": touching, **measure(model, fields, texts)}
+    return out
+
+
+def to_markdown(results: dict) -> str:
+    """A section for bench/RESULTS.md."""
+    lines = [
+        "## Fields: 5-digit fields from the 10,000 test digits",
+        "",
+        f"Model `{results['model_version']}` (single-digit accuracy {results['model_accuracy']}); "
+        f"{COUNT:,} fields per set, each test digit used once; read in-process, "
+        f"{BATCH} fields per call. Target: exact string >= {results['target']:.0%}.",
+        "",
+        "| set | exact string | per digit | wrong length | errors | fields/s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, s in results["sets"].items():
+        lines.append(f"| {name} | {s['exact_accuracy']:.2%} | {s['digit_accuracy']:.2%} | "
+                     f"{s['wrong_length']:.2%} | {s['errors']} | {s['fields_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("checkpoint")
+    parser.add_argument("data_dir")
+    args = parser.parse_args()
+    res = run(args.checkpoint, args.data_dir)
+    print(json.dumps(res, indent=2))
+    print(to_markdown(res))

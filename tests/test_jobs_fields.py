@@ -1,0 +1,53 @@
+"""Batch jobs in field mode: whole rows of digits in, digit strings out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import recognizer
+from jobs import shards
+from jobs.run import JobConfig, run_job
+from recognizer import storage, synth
+from recognizer.fields import read_fields
+
+
+def _table(uri: str) -> pa.Table:
+    return pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
+
+
+def test_field_mode_writes_strings_that_match_the_library(ray_cluster, bucket, mnist_dir,
+                                                          trained_checkpoint):
+    inp, out = f"s3://{bucket}/fields", f"s3://{bucket}/read"
+    made = shards.make_shards(mnist_dir, inp, rows_per_shard=15, limit=5 * 30, fields=5)
+    assert len(made) == 2
+    # One more shard: a blank field and garbage bytes must become error rows.
+    blank = synth.encode(np.full((80, 200), 240, np.uint8))
+    table = pa.table({"id": pa.array([1000, 1001], pa.int64()),
+                      "image": pa.array([blank, b"not an image"], pa.binary()),
+                      "text": pa.array([None, None], pa.string())})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    storage.write_bytes(f"{inp}/zz-bad.parquet", buf.getvalue().to_pybytes())
+
+    summary = run_job(JobConfig(input=inp, output=out, checkpoint=trained_checkpoint, mode="field",
+                                progress=False, batch_size=8))
+    assert summary["shards"] == {"total": 3, "ok": 3, "skipped": 0, "failed": 0}
+    assert summary["rows"]["ok"] == 30 and summary["rows"]["error"] == 2
+
+    model = recognizer.load(trained_checkpoint)
+    right = 0
+    for uri in made:
+        given = _table(uri).to_pydict()
+        got = _table(uri.replace("/fields/", "/read/")).to_pydict()
+        assert got["id"] == given["id"]
+        expected = read_fields(model, given["image"])
+        assert got["text"] == [e.text for e in expected]
+        assert all(len(c) == len(t) for c, t in zip(got["digit_confidences"], got["text"], strict=True))
+        right += sum(g == t for g, t in zip(got["text"], given["text"], strict=True))
+    assert right >= 20  # of 30 five-digit fields, with the small test checkpoint
+
+    bad = _table(f"{out}/zz-bad.parquet").to_pydict()
+    assert bad["text"] == [None, None]
+    assert bad["error"][0].startswith("blank_image") and bad["error"][1].startswith("not_an_image")
