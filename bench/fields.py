@@ -36,12 +36,14 @@ def _edit_distance(a: str, b: str) -> int:
     return row[-1]
 
 
-def measure(model: recognizer.Recognizer, fields: list[np.ndarray], texts: list[str]) -> dict:
-    """Accuracy and speed of reading the given fields against their true strings."""
+def measure(model: recognizer.Recognizer, fields: list[np.ndarray], texts: list[str],
+            length: int | None = None) -> dict:
+    """Accuracy and speed of reading the given fields against their true strings
+    (``length``: the number of digits, when the reader is told it)."""
     t0 = time.perf_counter()
     results = []
     for i in range(0, len(fields), BATCH):
-        results.extend(read_fields(model, fields[i:i + BATCH]))
+        results.extend(read_fields(model, fields[i:i + BATCH], length=length))
     seconds = time.perf_counter() - t0
     read = [r.text if isinstance(r, FieldResult) else "" for r in results]
     digits = sum(len(t) for t in texts)
@@ -71,6 +73,8 @@ def run(checkpoint: str, data_dir: str) -> dict:
         fields, texts = make_fields(images, labels, LENGTH, COUNT, np.random.default_rng(0),
                                     touching_prob=touching)
         out["sets"][name] = {"touching_prob": touching, **measure(model, fields, texts)}
+        out["sets"][f"{name}, length known"] = {"touching_prob": touching,
+                                                **measure(model, fields, texts, LENGTH)}
     return out
 
 

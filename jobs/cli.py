@@ -74,6 +74,8 @@ _JOB_FLAGS: list[tuple[str, dict]] = [
     ("--mode", {"choices": ["digit", "field"], "default": "digit",
                 "help": "digit: one digit per image (label column); field: a row of digits such as "
                         "a postal code (text column)"}),
+    ("--field-length", {"type": int, "help": "with --mode field: the number of digits every field holds, "
+                                             "when known (postal codes: 5)"}),
     ("--batch-size", {"type": int, "default": 512, "help": "images per inference batch"}),
     ("--actors", {"type": int, "help": "model actors (default: one per GPU, else 1)"}),
     ("--actor-cpus", {"type": float, "default": 0.0,
@@ -112,7 +114,8 @@ def _config(args: argparse.Namespace):
     from jobs.run import JobConfig
 
     return JobConfig(input=args.input, output=args.output, checkpoint=args.checkpoint,
-                     overwrite=args.overwrite, mode=args.mode, batch_size=args.batch_size,
+                     overwrite=args.overwrite, mode=args.mode, field_length=args.field_length,
+                     batch_size=args.batch_size,
                      actors=args.actors,
                      actor_cpus=args.actor_cpus, actor_threads=args.actor_threads,
                      max_in_flight=args.max_in_flight, id_column=args.id_column,

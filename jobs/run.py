@@ -37,6 +37,7 @@ class JobConfig:
     checkpoint: str
     overwrite: bool = False
     mode: str = "digit"  # or "field": whole rows of digits, output column `text`
+    field_length: int | None = None  # digits per field, when known
     batch_size: int = 512
     actors: int | None = None  # default: one per GPU, else 1
     actor_cpus: float = 0.0
@@ -60,6 +61,8 @@ class JobConfig:
             raise ConfigError(f"--actor-cpus must not be negative, got {self.actor_cpus}")
         if self.mode not in ("digit", "field"):
             raise ConfigError(f"--mode must be 'digit' or 'field', got {self.mode!r}")
+        if self.field_length is not None and (self.mode != "field" or self.field_length < 1):
+            raise ConfigError("--field-length needs --mode field and must be at least 1")
         if self.input.rstrip("/") == self.output.rstrip("/"):
             raise ConfigError("--output must differ from --input: outputs would be read as inputs")
 
@@ -138,7 +141,7 @@ def run_job(cfg: JobConfig) -> dict:
                                f"(is it readable from every node?): {describe_failure(exc)}") from exc
             meta = {**meta, **info}
             settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
-                                     str(info["version"]), cfg.mode)
+                                     str(info["version"]), cfg.mode, cfg.field_length)
             task = ray.remote(process_shard).options(num_cpus=1, max_retries=TASK_RETRIES,
                                                      retry_exceptions=False, runtime_env=runtime_env)
             images = 0

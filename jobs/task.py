@@ -35,6 +35,7 @@ class ShardSettings:
     batch_size: int = 512
     model_version: str = ""
     mode: str = "digit"
+    field_length: int | None = None
 
 
 @dataclass
@@ -100,14 +101,15 @@ class _Fields:
     """Field mode: each image is a row of digits; segmentation runs here, the pieces'
     probabilities come from the actors, and the cutting is chosen back here."""
 
-    def __init__(self) -> None:
+    def __init__(self, length: int | None = None) -> None:
+        self.length = length
         self.texts: list[str | None] = []
         self.digit_confs: list[list[float] | None] = []
         self.confs: list[float] = []
         self.errors: list[str | None] = []
 
     def submit(self, images: list, actor) -> tuple:
-        plan = prepare_fields(images)
+        plan = prepare_fields(images, length=self.length)
         return plan, (actor.probabilities.remote(plan.inputs) if len(plan.inputs) else None)
 
     def collect(self, item: tuple) -> float | None:
@@ -142,7 +144,7 @@ def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
     except (ShardError, DigitsError) as exc:
         return ShardResult(name, "failed", reason=str(exc), seconds=time.perf_counter() - start)
 
-    mode = _Fields() if cfg.mode == "field" else _Digits()
+    mode = _Fields(cfg.field_length) if cfg.mode == "field" else _Digits()
     id_parts: list[pa.Array] = []
     batch_seconds: list[float] = []
     pending: deque = deque()

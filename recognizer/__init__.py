@@ -6,9 +6,21 @@
 >>> result.labels, result.confidences                              # doctest: +SKIP
 """
 
+from importlib import import_module
+
 from recognizer.errors import CheckpointError, DigitsError, ImageError
-from recognizer.predict import Predictions, Recognizer, load
-from recognizer.preprocess import preprocess
+
+# torch is imported only when the model is needed: batch-job decoding tasks use
+# preprocessing alone, and importing torch costs each of them seconds and memory.
+_LAZY = {"Predictions": "recognizer.predict", "Recognizer": "recognizer.predict",
+         "load": "recognizer.predict", "preprocess": "recognizer.preprocess"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'recognizer' has no attribute {name!r}")
+
 
 __all__ = ["CheckpointError", "DigitsError", "ImageError", "Predictions", "Recognizer",
            "load", "preprocess"]

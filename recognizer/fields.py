@@ -18,13 +18,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recognizer.errors import ImageError
-from recognizer.predict import Recognizer
 from recognizer.preprocess import as_image_list, decode, normalize
 from recognizer.segment import Piece, SegmentConfig, Slot, segment
+
+if TYPE_CHECKING:  # the model (and torch) is needed only by read_fields' caller
+    from recognizer.predict import Recognizer
 
 #: Zero pixels around a piece so that normalize() sees paper at the border.
 _PAD = 2
@@ -58,12 +61,34 @@ def _model_input(piece: Piece) -> np.ndarray:
     return normalize(grey)
 
 
+def _log_score(p: np.ndarray) -> float:
+    return float(np.sum(np.log(np.maximum(p.max(axis=1), 1e-12))))
+
+
+def _choose_all(scored: list[list[np.ndarray]], length: int | None) -> list[int]:
+    """The cutting of each slot: each slot's most confident one, or, when the number of
+    digits is known and reachable, the most confident combination with that many."""
+    free = [_choose(per_cutting) for per_cutting in scored]
+    if length is None or sum(len(c[i]) for c, i in zip(scored, free, strict=True)) == length:
+        return free
+    # best[n] = (log score, choices) of the first slots holding n digits in all.
+    best: dict[int, tuple[float, list[int]]] = {0: (0.0, [])}
+    for per_cutting in scored:
+        step: dict[int, tuple[float, list[int]]] = {}
+        for n, (score, picks) in best.items():
+            for j, p in enumerate(per_cutting):
+                total, value = n + len(p), score + _log_score(p)
+                if total <= length and (total not in step or value > step[total][0]):
+                    step[total] = (value, [*picks, j])
+        best = step
+    return best[length][1] if length in best else free
+
+
 def _choose(probs: list[np.ndarray]) -> int:
     """Index of the cutting the model is most confident about (highest product)."""
     # The product is the probability of the whole reading, so cuttings into different
     # numbers of digits compare on the same footing.
-    scores = [float(np.sum(np.log(np.maximum(p.max(axis=1), 1e-12)))) for p in probs]
-    return int(np.argmax(scores))
+    return int(np.argmax([_log_score(p) for p in probs]))
 
 
 @dataclass
@@ -74,10 +99,11 @@ class FieldPlan:
 
     inputs: np.ndarray
     entries: list[list[Slot] | ImageError]
+    length: int | None = None
 
 
 def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
-                   config: SegmentConfig | None = None) -> FieldPlan:
+                   config: SegmentConfig | None = None, length: int | None = None) -> FieldPlan:
     """Decode and segment fields; the model-free half of :func:`read_fields`.
 
     Batch jobs run this in their decoding tasks and send ``plan.inputs`` to the model
@@ -89,7 +115,7 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
     inputs: list[np.ndarray] = []
     for item in as_image_list(images):
         try:
-            slots = segment(decode(item), config)
+            slots = segment(decode(item), config, length)
             pieces = [_model_input(p) for s in slots for c in s.cuttings for p in c]
         except ImageError as exc:
             entries.append(exc)
@@ -97,7 +123,7 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
         entries.append(slots)
         inputs.extend(pieces)
     stacked = np.stack(inputs) if inputs else np.zeros((0, 28, 28), np.float32)
-    return FieldPlan(stacked, entries)
+    return FieldPlan(stacked, entries, length)
 
 
 def assemble_fields(plan: FieldPlan, probs: np.ndarray) -> list[FieldResult | ImageError]:
@@ -110,12 +136,14 @@ def assemble_fields(plan: FieldPlan, probs: np.ndarray) -> list[FieldResult | Im
             results.append(entry)
             continue
         text, confs, boxes = [], [], []
+        scored = []
         for slot in entry:
             per_cutting = []
             for cutting in slot.cuttings:
                 per_cutting.append(probs[at:at + len(cutting)])
                 at += len(cutting)
-            best = _choose(per_cutting)
+            scored.append(per_cutting)
+        for slot, per_cutting, best in zip(entry, scored, _choose_all(scored, plan.length), strict=True):
             for piece, p in zip(slot.cuttings[best], per_cutting[best], strict=True):
                 text.append(str(int(p.argmax())))
                 confs.append(float(p.max()))
@@ -125,24 +153,27 @@ def assemble_fields(plan: FieldPlan, probs: np.ndarray) -> list[FieldResult | Im
 
 
 def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.ndarray,
-                config: SegmentConfig | None = None) -> list[FieldResult | ImageError]:
+                config: SegmentConfig | None = None,
+                length: int | None = None) -> list[FieldResult | ImageError]:
     """Read a batch of field images (encoded bytes or uint8 arrays, any size).
 
     Returns one entry per image, in order: a :class:`FieldResult`, or the typed
     :class:`ImageError` that image raised (``BlankImage`` for no ink,
     ``TooManyComponents`` for more marks than ``config.max_components``, and the
     decoding errors of :func:`recognizer.preprocess.decode`). Never raises for a bad image.
-    Every piece of every field goes through the model in one batch.
+    Every piece of every field goes through the model in one batch. ``length``, when
+    the number of digits is known (postal codes, account numbers), steers segmentation
+    and the choice of cuttings towards readings of that length.
     """
-    plan = prepare_fields(images, config)
+    plan = prepare_fields(images, config, length)
     probs = model.predict_tensors(plan.inputs) if len(plan.inputs) else np.zeros((0, 10), np.float32)
     return assemble_fields(plan, probs)
 
 
 def read_field(model: Recognizer, image: bytes | np.ndarray,
-               config: SegmentConfig | None = None) -> FieldResult:
+               config: SegmentConfig | None = None, length: int | None = None) -> FieldResult:
     """Read one field image; raises its typed :class:`ImageError` if it cannot be read."""
-    result = read_fields(model, [image], config)[0]
+    result = read_fields(model, [image], config, length)[0]
     if isinstance(result, ImageError):
         raise result
     return result

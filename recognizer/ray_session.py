@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+from urllib.parse import urlparse
 
 from recognizer.errors import DigitsError
 
@@ -22,6 +24,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        _check_reachable(address)
     kwargs: dict = {"address": address, "ignore_reinit_error": True}
     if quiet:
         kwargs["logging_level"] = logging.WARNING
@@ -34,5 +38,25 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
         where = address or "a new local Ray instance"
         raise ClusterError(
             f"cannot connect to Ray at {where}: {str(exc).splitlines()[0]} "
+            "(check RAY_ADDRESS, or unset it to run locally)"
+        ) from exc
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a host:port address.
+
+    Ray itself retries an unreachable GCS for a long time before it gives up.
+    """
+    if address in ("auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    if not parsed.hostname or not parsed.port:
+        return
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} "
             "(check RAY_ADDRESS, or unset it to run locally)"
         ) from exc

@@ -295,10 +295,11 @@ def _cuttings(blob: _Blob, ink: np.ndarray, k: int, slope: float,
     return out
 
 
-def _slot(blob: _Blob, ink: np.ndarray, ref_height: float, cfg: SegmentConfig) -> Slot:
+def _slot(blob: _Blob, ink: np.ndarray, ref_height: float, cfg: SegmentConfig,
+          may_hold_two: bool = False) -> Slot:
     height = max(float(blob.height), ref_height)
     whole = _piece(blob, ink)
-    if blob.width <= cfg.split_ratio * height:
+    if blob.width <= cfg.split_ratio * height and not may_hold_two:
         return Slot([[whole]] if whole else [])
     guess = max(2, round(blob.width / (cfg.digit_ratio * height)))
     cuttings = [[whole]] if whole and blob.width <= cfg.force_split_ratio * height else []
@@ -313,9 +314,13 @@ def _slot(blob: _Blob, ink: np.ndarray, ref_height: float, cfg: SegmentConfig) -
     return Slot(cuttings)
 
 
-def segment(grey: np.ndarray, cfg: SegmentConfig | None = None) -> list[Slot]:
+def segment(grey: np.ndarray, cfg: SegmentConfig | None = None,
+            length: int | None = None) -> list[Slot]:
     """Cut a greyscale field into slots of digit candidates, left to right.
 
+    ``length``, when the field's number of digits is known (a five-digit postal code),
+    makes the widest marks candidates for two digits while there are fewer marks than
+    digits, so that touching pairs narrower than the usual threshold can still be cut.
     Raises :class:`BlankImage` when there is no ink and :class:`TooManyComponents` when
     there are more separate marks than ``cfg.max_components``.
     """
@@ -326,5 +331,7 @@ def segment(grey: np.ndarray, cfg: SegmentConfig | None = None) -> list[Slot]:
     # Digit height is steadier than width; taller blobs are touching digits at different
     # baselines, so the median height is the reference for how many digits a blob holds.
     ref_height = float(np.median([b.height for b in blobs]))
-    slots = [_slot(b, ink, ref_height, cfg) for b in blobs]
+    missing = max(0, (length or 0) - len(blobs))
+    widest = set(sorted(range(len(blobs)), key=lambda i: -blobs[i].width / blobs[i].height)[:missing])
+    slots = [_slot(b, ink, ref_height, cfg, i in widest) for i, b in enumerate(blobs)]
     return [s for s in slots if s.cuttings]

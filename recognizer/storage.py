@@ -99,9 +99,28 @@ def _transient(exc: OSError) -> bool:
     return not any(word in text for word in permanent)
 
 
+#: What S3 error texts mean, for messages a user can act on.
+_S3_HINTS = (
+    (("no_such_bucket", "nosuchbucket", "bucket does not exist", "specified bucket does not exist"),
+     "the bucket does not exist (create it, or check the s3:// URI)"),
+    (("invalidaccesskeyid", "signaturedoesnotmatch", "invalid_access_key", "access denied",
+      "accessdenied", "403"),
+     "S3 refused the credentials (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"),
+    (("couldn't connect", "could not connect", "connection refused", "curlcode: 7",
+      "network connection", "timed out", "resolve host"),
+     "cannot reach the S3 endpoint"),
+)
+
+
 def describe_os_error(exc: BaseException) -> str:
     """One line for a storage error, with credentials never included."""
     text = " ".join(str(exc).split())
+    lowered = text.lower()
+    for needles, hint in _S3_HINTS:
+        if any(n in lowered for n in needles):
+            where = s3_endpoint() or "AWS"
+            text = f"{hint} [endpoint {where}]: {text}"
+            break
     for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         secret = os.environ.get(name)
         if secret:

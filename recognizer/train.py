@@ -37,6 +37,9 @@ class TrainConfig:
     lr: float = 4e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05
+    #: Decay of the exponential moving average of the weights that is evaluated and
+    #: checkpointed (0 turns it off); it smooths out the noise of high learning rates.
+    ema_decay: float = 0.995
     augment: bool = True
     output: str = "runs"
     name: str = "digits"
@@ -88,9 +91,24 @@ def _evaluate(model, x: torch.Tensor, y: torch.Tensor, device, batch: int = 1000
     return loss_sum, correct
 
 
+def make_ema(model: torch.nn.Module, decay: float):
+    """An exponential moving average of model's weights and BatchNorm statistics.
+
+    The decay warms up as (1 + n) / (10 + n) so the first steps do not drag in the
+    random initial weights.
+    """
+    from torch.optim.swa_utils import AveragedModel
+
+    def average(avg: torch.Tensor, new: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg * d + new * (1.0 - d)
+
+    return AveragedModel(model, avg_fn=average, use_buffers=True)
+
+
 def train_epoch(model, optimizer, schedule, x: torch.Tensor, y: torch.Tensor,
                 order: torch.Tensor, batch_size: int, cfg: dict, aug_cfg: AugmentConfig,
-                g: torch.Generator, device) -> tuple[float, int]:
+                g: torch.Generator, device, ema=None) -> tuple[float, int]:
     """One pass over x[order] in batches; returns (sum of losses, number correct)."""
     model.train()
     loss_sum, correct = 0.0, 0
@@ -106,6 +124,8 @@ def train_epoch(model, optimizer, schedule, x: torch.Tensor, y: torch.Tensor,
         loss.backward()
         optimizer.step()
         schedule.step()
+        if ema is not None:
+            ema.update_parameters(model.module if hasattr(model, "module") else model)
         loss_sum += loss.item() * len(yb)
         correct += int((out.argmax(1) == yb).sum())
     return loss_sum, correct
@@ -151,6 +171,8 @@ def train_loop_per_worker(cfg: dict) -> None:
     steps = math.ceil(shard_len / per_worker)
     optimizer, schedule = make_optimizer(model, cfg, steps)
     aug_cfg = AugmentConfig(**cfg["augment_config"])
+    unwrapped = model.module if hasattr(model, "module") else model
+    ema = make_ema(unwrapped, cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
 
     start_epoch, history = 0, []
     resume = ray.train.get_checkpoint()
@@ -158,8 +180,11 @@ def train_loop_per_worker(cfg: dict) -> None:
         with resume.as_directory() as folder:
             restored, _ = checkpoint.load(folder)
             state = checkpoint.load_train_state(folder) or {}
-        unwrapped = model.module if hasattr(model, "module") else model
-        unwrapped.load_state_dict(restored.state_dict())
+        # model.pt holds the averaged weights users get; training goes on from the raw ones.
+        unwrapped.load_state_dict(state.get("model", restored.state_dict()))
+        if ema is not None:
+            ema.module.load_state_dict(restored.state_dict())
+            ema.n_averaged.fill_(int(state.get("ema_steps", 0)))
         start_epoch = int(state.get("epoch", 0))
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
@@ -178,11 +203,12 @@ def train_loop_per_worker(cfg: dict) -> None:
         order = torch.randperm(len(train_y), generator=g)[: shard_len * world][rank::world]
         t0 = time.perf_counter()
         loss_sum, correct = train_epoch(model, optimizer, schedule, train_x, train_y, order,
-                                        per_worker, cfg, aug_cfg, g, device)
+                                        per_worker, cfg, aug_cfg, g, device, ema)
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
 
-        val_loss, val_correct = _evaluate(model, test_x, test_y, device)
+        served = ema.module if ema is not None else unwrapped
+        val_loss, val_correct = _evaluate(served, test_x, test_y, device)
         totals = torch.tensor([loss_sum, correct, shard_len,
                                val_loss, val_correct, len(test_y)], dtype=torch.float64)
         if world > 1:
@@ -211,8 +237,10 @@ def train_loop_per_worker(cfg: dict) -> None:
                         "code_version": cfg["code_version"], "history": history,
                         "recipe": cfg["recipe"]}
                 state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                         "epoch": epoch + 1, "history": history}
-                checkpoint.save(tmp, model, meta, state)
+                         "epoch": epoch + 1, "history": history,
+                         "model": {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()},
+                         "ema_steps": int(ema.n_averaged) if ema is not None else 0}
+                checkpoint.save(tmp, served, meta, state)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                                  checkpoint_dir_name=f"checkpoint_epoch{epoch + 1:04d}")
         else:
@@ -236,7 +264,7 @@ def run(cfg: TrainConfig) -> TrainResult:
     test_d = data.load(settings.data_dir(cfg.data), "test")
     recipe = {k: v for k, v in asdict(cfg).items()
               if k in ("model", "epochs", "batch_size", "lr", "weight_decay",
-                       "label_smoothing", "augment", "seed")}
+                       "label_smoothing", "ema_decay", "augment", "seed")}
     loop_cfg = {
         **recipe,
         "augment_config": asdict(cfg.augment_config),

@@ -232,13 +232,15 @@ class DigitRecognizer:
 
     @api.post("/v1/read")
     async def read(self, request: Request) -> JSONResponse:
-        """One field image (several digits in a row, e.g. a postal code) as the raw body."""
+        """One field image (several digits in a row, e.g. a postal code) as the raw body;
+        ``?length=N`` when the number of digits is known."""
+        length = inputs.field_length(request)
         body = await inputs.read_body(request, self.max_body_bytes)
         image = inputs.single_image(inputs.media_type(request), body)
         rec = self.recognizer
         # Segmentation and the pieces' model pass run together off the event loop; an
         # ImageError (blank field, too many components, bad bytes) becomes a 422.
-        result = await asyncio.to_thread(read_field, rec, image)
+        result = await asyncio.to_thread(read_field, rec, image, None, length)
         self.metrics.images.inc(tags={"endpoint": "read"})
         return JSONResponse({**result.to_dict(), "model_version": rec.version})
 

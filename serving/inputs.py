@@ -30,6 +30,16 @@ class RequestError(DigitsError):
         self.message = message
 
 
+def field_length(request: Request) -> int | None:
+    """The optional ``length`` query parameter of /v1/read: digits the field holds."""
+    raw = request.query_params.get("length")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise RequestError(400, "invalid_length", f"length must be a whole number from 1 to 64, got {raw!r}")
+    return int(raw)
+
+
 def media_type(request: Request) -> str:
     """The request's content type without parameters, lower-cased ('' when absent)."""
     return request.headers.get("content-type", "").split(";")[0].strip().lower()

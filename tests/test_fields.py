@@ -190,3 +190,15 @@ def test_bad_images_error_per_item_and_keep_order(model, mnist_test_raw):
     assert isinstance(results[3], TruncatedImage)
     with pytest.raises(NotAnImage):
         read_field(model, b"\x89PNG but not really")
+
+
+def test_known_length_steers_touching_pairs_to_two_digits(model, mnist_test_raw):
+    images, _ = mnist_test_raw
+    rng = np.random.default_rng(4)
+    picks = rng.choice(len(images), size=(30, 2), replace=False)
+    fields = [make_field([images[a], images[b]], rng, touching_prob=1.0) for a, b in picks]
+    touching = [f for f in fields if _components(f) == 1]
+    free = [len(r.text) for r in read_fields(model, touching)]
+    told = [len(r.text) for r in read_fields(model, touching, length=2)]
+    assert np.mean([n == 2 for n in told]) >= 0.9, told
+    assert np.mean([n == 2 for n in told]) >= np.mean([n == 2 for n in free])

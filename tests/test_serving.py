@@ -351,3 +351,7 @@ def test_read_returns_the_field_string(served, mnist_test_raw):
     blank = requests.post(f"{served['url']}/read", data=png(np.full((40, 200), 250, np.uint8)),
                           headers=PNG, timeout=30)
     assert blank.status_code == 422 and blank.json()["error"]["code"] == "blank_image"
+    known = requests.post(f"{served['url']}/read?length=5", data=png(fields[0]), headers=PNG, timeout=30)
+    assert known.status_code == 200 and len(known.json()["text"]) == 5
+    bad = requests.post(f"{served['url']}/read?length=five", data=png(fields[0]), headers=PNG, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_length"
