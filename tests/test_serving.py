@@ -337,7 +337,9 @@ def test_read_returns_the_field_string(served, mnist_test_raw):
 
     images, labels = mnist_test_raw
     fields, texts = make_fields(images, labels, 5, 3, np.random.default_rng(11), touching_prob=0.0)
-    model = recognizer.load(served["checkpoint"])
+    # Whichever checkpoint is served now (an earlier test may have rolled out another).
+    current = requests.get(f"{served['url']}/model", timeout=10).json()["checkpoint"]
+    model = recognizer.load(current)
     for field in fields:
         r = requests.post(f"{served['url']}/read", data=png(field), headers=PNG, timeout=30)
         assert r.status_code == 200, r.text
