@@ -5,6 +5,7 @@ machine's CPUs."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import numpy as np
@@ -55,6 +56,8 @@ def robustness(checkpoint: str, data_dir: str, per_kind: int = 2000) -> dict:
 def run_bench(data_dir: str, workdir: str) -> dict:
     """Run every training measurement; returns a JSON-able dict."""
     out = os.path.join(workdir, "train-runs")
+    # Fresh runs: Ray Train would otherwise resume (and skip) runs of an earlier bench.
+    shutil.rmtree(out, ignore_errors=True)
     results = {"default": _train(data_dir, out, name="default")}
     results["fast"] = _train(data_dir, out, name="fast", epochs=FAST_EPOCHS)
     compare = {}

@@ -125,12 +125,17 @@ def test_touching_pair_is_split_into_two_digits(model, mnist_test_raw):
     assert result.text == "23"
 
 
-def test_synthesized_touching_pairs_mostly_read_as_two(model, mnist_test_raw):
-    images, labels = mnist_test_raw
+def _touching_pairs(images: np.ndarray) -> list[np.ndarray]:
+    """Synthesized two-digit fields whose digits run into each other (one component)."""
     rng = np.random.default_rng(4)
     picks = rng.choice(len(images), size=(30, 2), replace=False)
     fields = [make_field([images[a], images[b]], rng, touching_prob=1.0) for a, b in picks]
-    touching = [f for f in fields if _components(f) == 1]
+    return [f for f in fields if _components(f) == 1]
+
+
+def test_synthesized_touching_pairs_mostly_read_as_two(model, mnist_test_raw):
+    images, _ = mnist_test_raw
+    touching = _touching_pairs(images)
     assert len(touching) >= 15
     lengths = [len(r.text) for r in read_fields(model, touching)]
     # Synthesized touching pairs lean and overlap heavily; about half are cut right
@@ -193,11 +198,7 @@ def test_bad_images_error_per_item_and_keep_order(model, mnist_test_raw):
 
 
 def test_known_length_steers_touching_pairs_to_two_digits(model, mnist_test_raw):
-    images, _ = mnist_test_raw
-    rng = np.random.default_rng(4)
-    picks = rng.choice(len(images), size=(30, 2), replace=False)
-    fields = [make_field([images[a], images[b]], rng, touching_prob=1.0) for a, b in picks]
-    touching = [f for f in fields if _components(f) == 1]
+    touching = _touching_pairs(mnist_test_raw[0])
     free = [len(r.text) for r in read_fields(model, touching)]
     told = [len(r.text) for r in read_fields(model, touching, length=2)]
     assert np.mean([n == 2 for n in told]) >= 0.9, told
