@@ -15,37 +15,18 @@ In one run, on the same machine and the same images:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
-import socket
 import threading
 import time
 
 import numpy as np
 
+from stack import services
+
 ROWS_PER_SHARD = 1000
 NAIVE_IMAGES = 300
 PREPROCESS_SAMPLE = 2000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_s3() -> object:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-                       "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
-    return server
 
 
 class _PeakRss:
@@ -103,7 +84,9 @@ def run(checkpoint: str, data_dir: str) -> dict:
     from recognizer import ray_session
     from recognizer.preprocess import preprocess_many
 
-    server = _start_s3()
+    # MinIO when installed, else moto's standalone server; sets the AWS variables.
+    server = services.s3_server(access_key="bench", secret_key="bench-secret")
+    server.__enter__()
     started_ray = not ray.is_initialized()
     try:
         # Ray started after the S3 variables are set; an existing Ray gets them through
@@ -168,7 +151,7 @@ def run(checkpoint: str, data_dir: str) -> dict:
     finally:
         if started_ray:
             ray.shutdown()
-        server.stop()
+        server.__exit__(None, None, None)
 
 
 def to_markdown(r: dict) -> str:

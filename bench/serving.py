@@ -16,10 +16,11 @@ import io
 import logging
 import os
 import platform
-import socket
 import time
 
 import numpy as np
+
+from stack import services
 
 CONCURRENCY = (1, 16, 64)
 #: Requests per concurrency level, and the wall-clock cap per level (seconds).
@@ -34,12 +35,6 @@ MODES = {
     "batched": dict(max_batch_size=32, batch_wait_ms=2.0, **COMMON),
     "unbatched": dict(max_batch_size=1, batch_wait_ms=0.0, **COMMON),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pngs(data_dir: str, n: int = 256) -> list[bytes]:
@@ -99,7 +94,7 @@ def run_mode(checkpoint: str, bodies: list[bytes], mode: str, settings: dict) ->
     from serving.config import ServeConfig
     from serving.deploy import deploy
 
-    url = deploy(ServeConfig(checkpoint=checkpoint, **settings), port=_free_port(),
+    url = deploy(ServeConfig(checkpoint=checkpoint, **settings), port=services.free_port(),
                  app_name=APP) + "/predict"
     handle = serve.get_app_handle(APP)
     try:
