@@ -59,11 +59,7 @@ def parse_idx(data: bytes) -> np.ndarray:
 
 
 def _find_idx(folder: str, split: str) -> tuple[str, str]:
-    present = set()
-    try:
-        present = {os.path.basename(u.rstrip("/")) for u in storage.list_files(folder)}
-    except StorageError:
-        raise
+    present = {os.path.basename(u.rstrip("/")) for u in storage.list_files(folder)}
     for images, labels in IDX_NAMES[split]:
         for ext in (".gz", ""):
             if images + ext in present and labels + ext in present:

@@ -21,10 +21,6 @@ from stack import services
 RAY_CPUS = 4
 
 
-free_port = services.free_port
-wait_for_port = services.wait_for_port
-
-
 @pytest.fixture(scope="session")
 def mnist_dir() -> str:
     folder = settings.data_dir()

@@ -20,6 +20,7 @@ from jobs import shards
 from jobs.run import JobConfig, run_job
 from recognizer import synth
 from recognizer.cli import main
+from stack import services
 
 
 def _put(uri: str, data: bytes) -> None:
@@ -241,38 +242,19 @@ def test_model_actor_killed_mid_job_still_exactly_once(ray_cluster, bucket, mnis
     assert out.column("error").null_count == 600
 
 
-def test_prometheus_scrapes_job_throughput(ray_cluster, bucket, mnist_dir, trained_checkpoint,
-                                           tmp_path):
-    import shutil
-    import subprocess
-
-    import requests
-    from conftest import free_port, wait_for_port
-
-    binary = shutil.which("prometheus")
-    if binary is None:
+def test_prometheus_scrapes_job_throughput(ray_cluster, bucket, mnist_dir, trained_checkpoint):
+    if services.prometheus_binary() is None:
         pytest.skip("the prometheus binary is absent (Debian package 'prometheus'; `make setup`)")
     inp = f"s3://{bucket}/in"
     shards.make_shards(mnist_dir, inp, rows_per_shard=50, as_scans=True, limit=200)
-    metrics_port, prom_port = free_port(), free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: digits-job\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n")
-    prom = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(prom_port)
+    metrics_port = services.free_port()
+    with services.prometheus_server([f"127.0.0.1:{metrics_port}"]) as prom:
         # Linger keeps /metrics up after the (short) job so Prometheus scrapes final values.
         cfg = _cfg(inp, bucket, trained_checkpoint, metrics_port=metrics_port, metrics_linger=8.0)
         thread, box = _run_in_thread(cfg)
-        api = f"http://127.0.0.1:{prom_port}/api/v1/query"
 
         def value(query: str) -> float | None:
-            result = requests.get(api, params={"query": query}, timeout=5).json()["data"]["result"]
+            result = prom.query(query)
             return float(result[0]["value"][1]) if result else None
 
         _wait_for(lambda: (value("digits_images_processed_total{status='ok'}") or 0) >= 200,
@@ -282,6 +264,3 @@ def test_prometheus_scrapes_job_throughput(ray_cluster, bucket, mnist_dir, train
         assert value("digits_batch_inference_seconds_count") > 0
         thread.join(120)
         assert "error" not in box, box.get("error")
-    finally:
-        prom.terminate()
-        prom.wait(10)

@@ -46,7 +46,7 @@ def _child(inp: str, out: str, ckpt: str) -> None:
     from recognizer.cli import main
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from conftest import free_port
+    from stack.services import free_port
 
     port = free_port()
     cluster = Cluster(initialize_head=True, head_node_args={

@@ -27,7 +27,8 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import free_port, wait_for_port
+
+from stack.services import free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
 SHARDS, ROWS_PER_SHARD = 2, 40
