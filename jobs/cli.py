@@ -81,7 +81,11 @@ _JOB_FLAGS: list[tuple[str, dict]] = [
     ("--actor-cpus", {"type": float, "default": 0.0,
                       "help": "CPUs reserved per model actor (default 0: decoding tasks get every core)"}),
     ("--actor-threads", {"type": int, "default": 1, "help": "torch threads per model actor"}),
-    ("--max-in-flight", {"type": int, "help": "shard tasks at once (default: 2 x cluster CPUs)"}),
+    ("--task-cpus", {"type": float, "default": 0.5,
+                     "help": "CPUs reserved per shard task (default 0.5: two tasks per core, so one "
+                             "decodes while the other waits for S3 or the model)"}),
+    ("--max-in-flight", {"type": int, "help": "shard tasks queued at once (default: 8 x the tasks "
+                                              "that fit on the cluster's CPUs)"}),
     ("--id-column", {"default": "id"}),
     ("--image-column", {"default": "image"}),
     ("--metrics-port", {"type": int, "help": "serve Prometheus /metrics on this port while running"}),
@@ -118,7 +122,7 @@ def _config(args: argparse.Namespace):
                      batch_size=args.batch_size,
                      actors=args.actors,
                      actor_cpus=args.actor_cpus, actor_threads=args.actor_threads,
-                     max_in_flight=args.max_in_flight, id_column=args.id_column,
+                     task_cpus=args.task_cpus, max_in_flight=args.max_in_flight, id_column=args.id_column,
                      image_column=args.image_column, metrics_port=args.metrics_port,
                      metrics_host=args.metrics_host,
                      metrics_linger=args.metrics_linger, job_id=args.job_id,

@@ -24,6 +24,9 @@ from jobs.task import ShardResult, ShardSettings, describe_failure, process_shar
 from recognizer import checkpoint
 from recognizer.errors import CheckpointError, ConfigError, StorageError
 
+#: Shard tasks queued per task that can run at once (default of --max-in-flight).
+QUEUE_PER_SLOT = 8
+
 #: Ray retries a shard task this many times when its worker or node dies.
 TASK_RETRIES = 5
 
@@ -43,7 +46,8 @@ class JobConfig:
     actor_cpus: float = 0.0
     actor_threads: int = 1
     gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs
-    max_in_flight: int | None = None  # default: 2 x cluster CPUs
+    task_cpus: float = 0.5  # CPUs Ray reserves per shard task; below 1, tasks overlap I/O waits
+    max_in_flight: int | None = None  # default: QUEUE_PER_SLOT x the shard tasks that fit at once
     id_column: str = "id"
     image_column: str = "image"
     metrics_port: int | None = None
@@ -57,6 +61,8 @@ class JobConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not 0 < self.task_cpus <= 64:
+            raise ConfigError(f"--task-cpus must be above 0 (and at most 64), got {self.task_cpus}")
         if self.actor_cpus < 0:
             raise ConfigError(f"--actor-cpus must not be negative, got {self.actor_cpus}")
         if self.mode not in ("digit", "field"):
@@ -97,7 +103,7 @@ def run_job(cfg: JobConfig) -> dict:
     started, t0 = _now(), time.perf_counter()
     job_id = cfg.job_id or f"job-{uuid.uuid4().hex[:12]}"
     try:
-        meta = checkpoint.read_meta(checkpoint.resolve(cfg.checkpoint))
+        meta = checkpoint.identify(cfg.checkpoint)
     except CheckpointError as exc:
         raise JobError(f"cannot use checkpoint: {exc}") from exc
     shards = source.list_shards(cfg.input)
@@ -109,7 +115,10 @@ def run_job(cfg: JobConfig) -> dict:
     cpus, gpus = _resources()
     gpus_per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpus else 0.0)
     n_actors = cfg.actors or (max(1, int(gpus / gpus_per_actor)) if gpus_per_actor else 1)
-    max_in_flight = cfg.max_in_flight or 2 * cpus
+    # A deep queue keeps every worker leased to this job from one shard to the next (a
+    # worker left idle is stopped by Ray and a new one pays the imports again); queued
+    # tasks cost the driver little, running ones are bounded by the CPUs.
+    max_in_flight = cfg.max_in_flight or QUEUE_PER_SLOT * max(1, int(cpus / cfg.task_cpus))
 
     metrics = JobMetrics()
     metrics.shards_total.set(len(shards))
@@ -134,24 +143,31 @@ def run_job(cfg: JobConfig) -> dict:
             runtime_env = {"env_vars": aws_env()}
             actors = infer.start_actors(cfg.checkpoint, n_actors, cfg.actor_cpus, gpus_per_actor,
                                         cfg.actor_threads, job_id, runtime_env)
-            try:
-                info = ray.get(actors[0].info.remote())
-            except ray.exceptions.RayError as exc:
-                raise JobError(f"the model actors could not load {cfg.checkpoint} "
-                               f"(is it readable from every node?): {describe_failure(exc)}") from exc
-            meta = {**meta, **info}
+            loading = actors[0].info.remote()
             settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
-                                     str(info["version"]), cfg.mode, cfg.field_length)
-            task = ray.remote(process_shard).options(num_cpus=1, max_retries=TASK_RETRIES,
+                                     str(meta.get("version")), cfg.mode, cfg.field_length)
+            task = ray.remote(process_shard).options(num_cpus=cfg.task_cpus, max_retries=TASK_RETRIES,
                                                      retry_exceptions=False, runtime_env=runtime_env)
             images = 0
             pending: dict = {}
             queue = list(enumerate(todo))
-            while queue or pending:
+
+            def submit() -> None:
                 while queue and len(pending) < max_in_flight:
                     i, uri = queue.pop(0)
                     out = sink.output_uri(cfg.output, source.shard_name(uri))
                     pending[task.remote(uri, out, actors, i, settings)] = uri
+
+            # Shard tasks start (workers, S3 reads, decoding) while the actors load the model.
+            submit()
+            try:
+                meta = {**meta, **ray.get(loading)}
+            except ray.exceptions.RayError as exc:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                raise JobError(f"the model actors could not load {cfg.checkpoint} "
+                               f"(is it readable from every node?): {describe_failure(exc)}") from exc
+            while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 uri = pending.pop(ready[0])
                 try:
@@ -165,6 +181,7 @@ def run_job(cfg: JobConfig) -> dict:
                 metrics.throughput.set(rate)
                 bar.set_postfix(images=f"{images:,}", rate=f"{rate:,.0f} img/s", refresh=False)
                 bar.update()
+                submit()
         summary = _summary(cfg, job_id, meta, shards, results, started, time.perf_counter() - t0)
         metrics.throughput.set(summary["images_per_second"])
         sink.write_summary(cfg.output, summary)
@@ -205,5 +222,6 @@ def _summary(cfg: JobConfig, job_id: str, meta: dict, shards: list[str], results
         "seconds": round(seconds, 3),
         "images_per_second": round(images / seconds, 1) if seconds > 0 else 0.0,
         "settings": {"batch_size": cfg.batch_size, "overwrite": cfg.overwrite,
+                     "task_cpus": cfg.task_cpus,
                      "id_column": cfg.id_column, "image_column": cfg.image_column},
     }

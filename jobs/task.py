@@ -19,9 +19,7 @@ from jobs import sink, source
 from jobs.errors import ShardError
 from recognizer import storage
 from recognizer.errors import DigitsError, ImageError
-from recognizer.fields import assemble_fields, prepare_fields
-from recognizer.preprocess import preprocess
-from recognizer.settings import IMAGE_SIZE
+from recognizer.preprocess import preprocess_many
 
 #: Batches sent to actors but not yet collected, per task: enough to keep the actor
 #: busy while this task preprocesses the next batch, few enough to bound memory.
@@ -53,16 +51,9 @@ class ShardResult:
 
 
 def _prepare(images: list) -> tuple[np.ndarray, list[str | None]]:
-    x = np.zeros((len(images), IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    errors: list[str | None] = [None] * len(images)
-    for i, image in enumerate(images):
-        try:
-            x[i] = preprocess(image)
-        except ImageError as exc:
-            errors[i] = f"{exc.code}: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a bad row must never sink its shard
-            errors[i] = f"internal_error: {type(exc).__name__}: {storage.describe_os_error(exc)}"
-    return x, errors
+    """Model inputs for a batch, and per row None or the error written to the output."""
+    x, errors = preprocess_many(images)
+    return x, [None if e is None else f"{e.code}: {e}" for e in errors]
 
 
 class _Digits:
@@ -109,10 +100,14 @@ class _Fields:
         self.errors: list[str | None] = []
 
     def submit(self, images: list, actor) -> tuple:
+        from recognizer.fields import prepare_fields  # scipy: imported by field jobs only
+
         plan = prepare_fields(images, length=self.length)
         return plan, (actor.probabilities.remote(plan.inputs) if len(plan.inputs) else None)
 
     def collect(self, item: tuple) -> float | None:
+        from recognizer.fields import assemble_fields
+
         plan, ref = item
         probs, seconds = ray.get(ref) if ref is not None else (np.zeros((0, 10), np.float32), None)
         for result in assemble_fields(plan, probs):

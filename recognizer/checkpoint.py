@@ -127,6 +127,26 @@ def read_meta(folder: str) -> dict:
     return meta
 
 
+def _read_weights(folder: str) -> bytes:
+    try:
+        return storage.read_bytes(storage.join(folder, MODEL_FILE))
+    except StorageError as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
+def _identified(meta: dict, folder: str, raw: bytes) -> dict:
+    """meta plus ``uri`` (the folder used) and ``version`` (model name + weights hash)."""
+    return {**meta, "uri": folder, "version": f"{meta['model']}-{hashlib.sha256(raw).hexdigest()[:12]}"}
+
+
+def identify(uri: str) -> dict:
+    """A checkpoint's meta with its ``version`` and ``uri``, without building the model
+    (for drivers that label outputs while actors elsewhere load it)."""
+    folder = resolve(uri)
+    meta = read_meta(folder)
+    return _identified(meta, folder, _read_weights(folder))
+
+
 def load(uri: str) -> tuple[nn.Module, dict]:
     """Load a checkpoint into an eval-mode CPU model. Returns (model, meta).
 
@@ -134,10 +154,7 @@ def load(uri: str) -> tuple[nn.Module, dict]:
     """
     folder = resolve(uri)
     meta = read_meta(folder)
-    try:
-        raw = storage.read_bytes(storage.join(folder, MODEL_FILE))
-    except StorageError as exc:
-        raise CheckpointError(str(exc)) from exc
+    raw = _read_weights(folder)
     state = _safe_load(raw, f"{folder}/{MODEL_FILE}")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{folder}/{MODEL_FILE} is not a state dict of tensors")
@@ -147,9 +164,7 @@ def load(uri: str) -> tuple[nn.Module, dict]:
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {folder} do not fit model {meta['model']!r}: {exc}") from exc
     model.eval()
-    meta = {**meta, "uri": folder,
-            "version": f"{meta['model']}-{hashlib.sha256(raw).hexdigest()[:12]}"}
-    return model, meta
+    return model, _identified(meta, folder, raw)
 
 
 def load_train_state(folder: str) -> dict | None:

@@ -23,6 +23,12 @@ class TruncatedImage(ImageError):
     code = "truncated_image"
 
 
+class UndecodableImage(ImageError):
+    """The decoder failed in a way it does not describe (hostile or exotic input)."""
+
+    code = "undecodable_image"
+
+
 class EmptyImage(ImageError):
     code = "empty_image"
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recognizer.errors import ImageError
 from recognizer.preprocess import as_image_list, decode, normalize
-from recognizer.segment import Piece, SegmentConfig, Slot, segment
+from recognizer.segment import Candidate, Lattice, Piece, SegmentConfig, segment
 
 if TYPE_CHECKING:  # the model (and torch) is needed only by read_fields' caller
     from recognizer.predict import Recognizer
@@ -61,45 +61,61 @@ def _model_input(piece: Piece) -> np.ndarray:
     return normalize(grey)
 
 
-def _log_score(p: np.ndarray) -> float:
-    return float(np.sum(np.log(np.maximum(p.max(axis=1), 1e-12))))
+def _piece_prior(piece: Piece, ref_height: float, cfg: SegmentConfig) -> float:
+    """Log prior (nats, <= 0) of a piece being one digit, from its size alone."""
+    left, top, right, bottom = piece.box
+    short = max(0.0, cfg.short_ratio - (bottom - top) / ref_height)
+    wide = max(0.0, (right - left) / ref_height - cfg.wide_ratio)
+    return -cfg.digit_cost - cfg.short_cost * short - cfg.wide_cost * wide
 
 
-def _choose_all(scored: list[list[np.ndarray]], length: int | None) -> list[int]:
-    """The cutting of each slot: each slot's most confident one, or, when the number of
-    digits is known and reachable, the most confident combination with that many."""
-    free = [_choose(per_cutting) for per_cutting in scored]
-    if length is None or sum(len(c[i]) for c, i in zip(scored, free, strict=True)) == length:
-        return free
-    # best[n] = (log score, choices) of the first slots holding n digits in all.
-    best: dict[int, tuple[float, list[int]]] = {0: (0.0, [])}
-    for per_cutting in scored:
-        step: dict[int, tuple[float, list[int]]] = {}
-        for n, (score, picks) in best.items():
-            for j, p in enumerate(per_cutting):
-                total, value = n + len(p), score + _log_score(p)
-                if total <= length and (total not in step or value > step[total][0]):
-                    step[total] = (value, [*picks, j])
-        best = step
-    return best[length][1] if length in best else free
+def _candidate_score(cand: Candidate, probs: np.ndarray, ref_height: float,
+                     cfg: SegmentConfig) -> float:
+    """Log score of reading a candidate: the model's log-probability of its best
+    reading plus the priors on piece sizes, cuts and merges."""
+    # Without the priors the model would happily read half a wide 2 or one half of a
+    # broken 4 as a confident digit; with them cuttings into different numbers of
+    # digits compare on a fair footing.
+    model = float(np.sum(np.log(np.maximum(probs.max(axis=1), 1e-12))))
+    prior = sum(_piece_prior(p, ref_height, cfg) for p in cand.pieces)
+    # Digits that only touch meet in a few pixels; cutting through a whole stroke
+    # (a 0 into two halves) severs many more.
+    severed = cfg.junction_cost * cand.junction / ref_height
+    return model + prior - cfg.cut_cost * cand.cuts - cfg.merge_cost * cand.merges - severed
 
 
-def _choose(probs: list[np.ndarray]) -> int:
-    """Index of the cutting the model is most confident about (highest product)."""
-    # The product is the probability of the whole reading, so cuttings into different
-    # numbers of digits compare on the same footing.
-    return int(np.argmax([_log_score(p) for p in probs]))
+def _best_path(lattice: Lattice, scores: list[float], length: int | None) -> list[int]:
+    """Indices of the candidates forming the best-scoring chain from component 0 to the
+    last: the best of any length, or of exactly ``length`` digits when one exists."""
+    # best[node][digits] = (score, chain): the best chain covering components [0, node).
+    best: list[dict[int, tuple[float, list[int]]]] = [{} for _ in range(lattice.size + 1)]
+    best[0][0] = (0.0, [])
+    ending: list[list[int]] = [[] for _ in range(lattice.size + 1)]
+    for i, cand in enumerate(lattice.candidates):
+        ending[cand.end].append(i)
+    for node in range(1, lattice.size + 1):
+        for i in ending[node]:
+            cand = lattice.candidates[i]
+            for digits, (score, chain) in best[cand.start].items():
+                total, value = digits + len(cand.pieces), score + scores[i]
+                if total not in best[node] or value > best[node][total][0]:
+                    best[node][total] = (value, [*chain, i])
+    final = best[lattice.size]
+    if length is not None and length in final:
+        return final[length][1]
+    return max(final.values(), key=lambda sc: sc[0])[1] if final else []
 
 
 @dataclass
 class FieldPlan:
     """Fields cut into pieces, waiting for the model: ``inputs`` (M, 28, 28) holds every
     candidate piece of every field, in order; ``entries`` holds per image either its
-    slots or the :class:`ImageError` it raised."""
+    lattice of candidates or the :class:`ImageError` it raised."""
 
     inputs: np.ndarray
-    entries: list[list[Slot] | ImageError]
+    entries: list[Lattice | ImageError]
     length: int | None = None
+    config: SegmentConfig = field(default_factory=SegmentConfig)
 
 
 def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
@@ -111,40 +127,39 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
     """
     config = config or SegmentConfig()
     config.validate()
-    entries: list[list[Slot] | ImageError] = []
+    entries: list[Lattice | ImageError] = []
     inputs: list[np.ndarray] = []
     for item in as_image_list(images):
         try:
-            slots = segment(decode(item), config, length)
-            pieces = [_model_input(p) for s in slots for c in s.cuttings for p in c]
+            lattice = segment(decode(item), config, length)
+            pieces = [_model_input(p) for c in lattice.candidates for p in c.pieces]
         except ImageError as exc:
             entries.append(exc)
             continue
-        entries.append(slots)
+        entries.append(lattice)
         inputs.extend(pieces)
     stacked = np.stack(inputs) if inputs else np.zeros((0, 28, 28), np.float32)
-    return FieldPlan(stacked, entries, length)
+    return FieldPlan(stacked, entries, length, config)
 
 
 def assemble_fields(plan: FieldPlan, probs: np.ndarray) -> list[FieldResult | ImageError]:
-    """Pick each slot's best cutting from the pieces' probabilities (N, 10) and spell out
-    the strings: one :class:`FieldResult` or :class:`ImageError` per image."""
+    """Pick each field's best chain of candidates from the pieces' probabilities (N, 10)
+    and spell out the strings: one :class:`FieldResult` or :class:`ImageError` per image."""
     results: list[FieldResult | ImageError] = []
     at = 0
     for entry in plan.entries:
         if isinstance(entry, ImageError):
             results.append(entry)
             continue
+        per_candidate, scores = [], []
+        for cand in entry.candidates:
+            p = probs[at:at + len(cand.pieces)]
+            at += len(cand.pieces)
+            per_candidate.append(p)
+            scores.append(_candidate_score(cand, p, entry.ref_height, plan.config))
         text, confs, boxes = [], [], []
-        scored = []
-        for slot in entry:
-            per_cutting = []
-            for cutting in slot.cuttings:
-                per_cutting.append(probs[at:at + len(cutting)])
-                at += len(cutting)
-            scored.append(per_cutting)
-        for slot, per_cutting, best in zip(entry, scored, _choose_all(scored, plan.length), strict=True):
-            for piece, p in zip(slot.cuttings[best], per_cutting[best], strict=True):
+        for i in _best_path(entry, scores, plan.length):
+            for piece, p in zip(entry.candidates[i].pieces, per_candidate[i], strict=True):
                 text.append(str(int(p.argmax())))
                 confs.append(float(p.max()))
                 boxes.append(piece.box)

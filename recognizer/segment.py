@@ -9,19 +9,22 @@ The steps, each tunable in :class:`SegmentConfig`:
    more than ``max_components`` left -> ``TooManyComponents``.
 3. Merging broken strokes: components stacked over each other (overlapping strongly in
    x but not in y), one inside the other, and small fragments join their neighbour.
-4. Splitting touching digits: a component much wider than a digit of its height holds
-   several digits. It is cut at column-projection minima; for two digits several
-   candidate cuts are kept as alternatives and the reader keeps the one the model is
-   most confident about.
+4. Candidate readings, scored later by the model: every component read whole; every
+   component at least ``pair_ratio`` times the reference height wide cut into 2..k
+   digits, along least-ink paths that bend round strokes (several paths for a pair)
+   and where the stroke cores (ink above a higher threshold, or the strokes eroded)
+   come apart at a faint or thin junction; and runs of up to ``merge_span`` close
+   components read as one digit (a stroke broken side by side).
 
-Segmentation never runs the model: it returns :class:`Slot` objects holding one or
-more alternative cuttings, so the reader can score every candidate of every field in a
-single batch.
+Segmentation never runs the model: it returns a :class:`Lattice` of
+:class:`Candidate` readings, so the reader can score every candidate of every field in
+a single batch and pick the best chain (:mod:`recognizer.fields`), weighing the model's
+confidence against priors on piece size, cuts and merges.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -31,6 +34,8 @@ from recognizer.preprocess import INK_THRESHOLD, MIN_CONTRAST
 
 #: 8-connectivity: diagonal pen strokes stay one component.
 _EIGHT = np.ones((3, 3), dtype=bool)
+#: A piece needs this many pixels of solid stroke to be read as a digit.
+_MIN_STROKE_PIXELS = 4
 
 
 @dataclass(frozen=True)
@@ -53,17 +58,44 @@ class SegmentConfig:
     merge_x_overlap: float = 0.6
     #: ... and by at most this share of the shorter one's height, in y, are one digit.
     merge_y_overlap: float = 0.35
-    #: A component wider than this times the reference height may hold several digits:
-    #: the model decides between reading it whole and cut ...
-    split_ratio: float = 1.0
-    #: ... and wider than this it surely does.
-    force_split_ratio: float = 1.6
+    #: A component at least this wide (times the reference height, the median height of
+    #: the components) may be a touching pair: the model scores it whole and cut.
+    pair_ratio: float = 0.75
     #: Typical width / height of one digit, used to guess how many a wide component holds.
     digit_ratio: float = 0.75
+    #: At most this many digits are cut out of one component.
+    max_cut: int = 4
     #: Alternative cut positions tried (and scored by the model) for a touching pair.
     cut_candidates: int = 3
-    #: Leans (dx per dy) of the cut lines tried; handwriting leans either way.
-    cut_slopes: tuple[float, ...] = (-0.3, -0.15, 0.0, 0.15, 0.3)
+    #: Touching digits also come apart into their stroke cores: the ink above these
+    #: thresholds, or the strokes eroded by these many pixels; cores smaller than
+    #: ``core_fraction`` of the component are ignored.
+    core_thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
+    core_erosions: tuple[int, ...] = (1, 2, 3)
+    core_fraction: float = 0.1
+    #: A cut path pays this much ink per sideways step, so it bends only round strokes.
+    seam_drift: float = 0.05
+    #: Up to this many neighbouring components, no farther apart than ``merge_gap`` and
+    #: together no wider than ``merge_width`` (times the reference height), are also
+    #: scored as one digit: a stroke broken side by side.
+    merge_span: int = 3
+    merge_gap: float = 0.3
+    merge_width: float = 1.1
+    #: Priors (in nats, added to the log-probability of a reading) that keep the model
+    #: from preferring confident fragments: a cost per digit read, ...
+    digit_cost: float = 1.0
+    #: ... per piece shorter than ``short_ratio`` of the reference height, per unit of
+    #: height missing, ...
+    short_ratio: float = 0.7
+    short_cost: float = 20.0
+    #: ... per piece wider than ``wide_ratio`` of it, per unit of extra width, ...
+    wide_ratio: float = 0.8
+    wide_cost: float = 5.0
+    #: ... per cut through a component and per merge of separate components, ...
+    cut_cost: float = 0.75
+    merge_cost: float = 2.0
+    #: ... and per reference height of stroke pixels the cut severs.
+    junction_cost: float = 0.5
 
     def validate(self) -> None:
         if self.max_components < 1:
@@ -82,11 +114,30 @@ class Piece:
 
 
 @dataclass
-class Slot:
-    """One place in the field: alternative cuttings of the same ink, each a list of
-    pieces from left to right. Most slots have one cutting of one piece."""
+class Candidate:
+    """One way to read components ``start`` to ``end`` (exclusive, left to right) of a
+    field: as the digits in ``pieces``, cut out of one component (``cuts``) or joined from
+    several (``merges``)."""
 
-    cuttings: list[list[Piece]] = field(default_factory=list)
+    start: int
+    end: int
+    pieces: list[Piece]
+    cuts: int = 0
+    merges: int = 0
+    #: Stroke pixels on either side of a cut that end up in different pieces.
+    junction: int = 0
+
+
+@dataclass
+class Lattice:
+    """A segmented field: ``size`` components left to right and every candidate reading
+    of them. A reading of the field is a chain of candidates from 0 to ``size``; every
+    component has at least the candidate of itself read whole. ``ref_height`` is the
+    height of one digit (the median component height), for the priors on piece sizes."""
+
+    size: int
+    candidates: list[Candidate]
+    ref_height: float
 
 
 @dataclass
@@ -225,102 +276,195 @@ def _merge_fragments(blobs: list[_Blob], cfg: SegmentConfig) -> list[_Blob]:
     return sorted(blobs, key=lambda b: (b.left + b.right) / 2)
 
 
-def _cut_positions(profile: np.ndarray, k: int, cfg: SegmentConfig) -> list[list[int]]:
-    """Alternative cut positions (lists of k-1 columns) in a blob's ink profile."""
-    w = len(profile)
-    smooth = np.convolve(profile, np.ones(3) / 3.0, mode="same")
-    if k == 2:
-        lo, hi = int(0.25 * w), int(np.ceil(0.75 * w))
-        window = smooth[lo:hi]
-        if len(window) < 3:
-            return []
-        # Local minima first (where two digits meet the ink thins), lowest first.
-        minima = [c for c in range(1, len(window) - 1)
-                  if window[c] <= window[c - 1] and window[c] <= window[c + 1]]
-        ranked = sorted(minima, key=lambda c: window[c]) + [int(np.argmin(window)), len(window) // 2]
-        cuts: list[int] = []
-        for c in ranked:
-            col = lo + c
-            if all(abs(col - other) > 2 for other in cuts):
-                cuts.append(col)
-            if len(cuts) == cfg.cut_candidates:
-                break
-        return [[c] for c in cuts]
-    step = w / k
-    cuts = []
-    for j in range(1, k):
-        lo = max(1, int(j * step - 0.3 * step))
-        hi = min(w - 1, int(j * step + 0.3 * step) + 1)
-        if hi <= lo:
-            return []
-        cuts.append(lo + int(np.argmin(smooth[lo:hi])))
-    return [cuts]
-
-
-def _piece(blob: _Blob, ink: np.ndarray, select: np.ndarray | None = None) -> Piece | None:
-    """The blob's ink (where ``select`` is true, if given), cropped to its ink."""
+def _piece(blob: _Blob, ink: np.ndarray, select: np.ndarray | None = None,
+           grown: np.ndarray | None = None) -> Piece | None:
+    """The blob's ink (where ``select`` is true, if given), cropped to its ink; None
+    when fewer than a few stroke pixels are left (a sliver, not a digit)."""
     region = ink[blob.top:blob.bottom, blob.left:blob.right]
     # Grow the stroke mask by a pixel so the faint anti-aliased edge comes along.
-    mask = ndimage.binary_dilation(blob.mask, structure=_EIGHT)
+    mask = _grown(blob) if grown is None else grown
     if select is not None:
-        mask &= select
+        mask = mask & select
     part = np.where(mask, region, 0.0).astype(np.float32)
+    if np.count_nonzero(part >= 0.5) < _MIN_STROKE_PIXELS:
+        return None
     rows = np.flatnonzero(part.any(axis=1))
     cols = np.flatnonzero(part.any(axis=0))
-    if rows.size == 0:
-        return None
     part = part[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     top, left = blob.top + int(rows[0]), blob.left + int(cols[0])
     return Piece(part, (left, top, left + part.shape[1], top + part.shape[0]))
 
 
-def _cuttings(blob: _Blob, ink: np.ndarray, k: int, slope: float,
-              cfg: SegmentConfig) -> list[list[Piece]]:
-    """Cut a blob into k pieces along parallel lines leaning by ``slope`` (dx per dy),
-    because touching handwritten digits lean and a vertical cut would slice one."""
+def _grown(blob: _Blob) -> np.ndarray:
+    return ndimage.binary_dilation(blob.mask, structure=_EIGHT)
+
+
+def _seams(cost: np.ndarray, lo: int, hi: int, drift: float, count: int) -> list[np.ndarray]:
+    """Up to ``count`` cheapest top-to-bottom 8-connected paths through ``cost`` within
+    columns [lo, hi), ending at different columns: one column per row each."""
+    h = cost.shape[0]
+    band = cost[:, lo:hi]
+    w = band.shape[1]
+    if w < 1:
+        return []
+    big = np.float32(1e9)
+    acc = np.full(w + 2, big, dtype=np.float32)
+    acc[1:-1] = band[0]
+    back = np.zeros((h, w), dtype=np.int8)
+    for y in range(1, h):
+        left, centre, right = acc[:-2] + drift, acc[1:-1], acc[2:] + drift
+        step = np.where(left < centre, -1, 0).astype(np.int8)
+        best = np.minimum(left, centre)
+        step[right < best] = 1
+        back[y] = step
+        acc[1:-1] = np.minimum(best, right) + band[y]
+    final = acc[1:-1]
+    # The ends of the cheapest paths: local minima of the final cost, cheapest first.
+    ends = [c for c in range(w) if (c == 0 or final[c] <= final[c - 1])
+            and (c == w - 1 or final[c] <= final[c + 1])]
+    chosen: list[int] = []
+    for c in sorted(ends, key=lambda c: final[c]):
+        if all(abs(c - o) > 2 for o in chosen):
+            chosen.append(c)
+        if len(chosen) == count:
+            break
+    paths = []
+    for end in chosen:
+        path = np.empty(h, dtype=np.int64)
+        path[-1] = end
+        for y in range(h - 1, 0, -1):
+            path[y - 1] = path[y] + back[y, path[y]]
+        paths.append(path + lo)
+    return paths
+
+
+def _seam_cuttings(blob: _Blob, ink: np.ndarray, k: int,
+                   cfg: SegmentConfig) -> list[tuple[list[Piece], int]]:
+    """Cut a blob into k pieces along least-ink paths from top to bottom. A path bends
+    round the strokes, so digits that interlock (a 1 in the open side of a 4) come apart
+    where a straight cut would slice one of them. For a pair several paths are kept
+    for the model to choose from; for more digits, the cheapest path near each
+    evenly spaced position."""
     h, w = blob.mask.shape
-    ys, xs = np.mgrid[0:h, 0:w]
-    # u is the column a pixel would have after shearing the lean away.
-    u = np.round(xs - slope * (ys - (h - 1) / 2.0)).astype(np.int64)
-    u -= u.min()
-    profile = np.bincount(u[blob.mask], minlength=int(u.max()) + 1).astype(np.float32)
-    first = np.flatnonzero(profile)
-    profile = profile[first[0]:first[-1] + 1]
+    region = np.where(blob.mask, ink[blob.top:blob.bottom, blob.left:blob.right], 0.0)
+    # Crossing ink costs its darkness; a small cost per pixel keeps the path short.
+    cost = region.astype(np.float32) + 0.02
+    if k == 2:
+        options = [[p] for p in _seams(cost, int(0.2 * w), int(np.ceil(0.8 * w)),
+                                       cfg.seam_drift, cfg.cut_candidates)]
+    else:
+        paths = []
+        for j in range(1, k):
+            centre = j * w / k
+            found = _seams(cost, int(centre - 0.3 * w / k), int(np.ceil(centre + 0.3 * w / k)),
+                           cfg.seam_drift, 1)
+            if not found or (paths and np.any(found[0] <= paths[-1])):
+                return []
+            paths.append(found[0])
+        options = [paths]
+    grown = _grown(blob)
+    xs = np.arange(w)[None, :]
     out = []
-    for cuts in _cut_positions(profile, k, cfg):
-        edges = [-(10 ** 9), *(first[0] + c for c in cuts), 10 ** 9]
-        pieces = [_piece(blob, ink, (u >= a) & (u < b)) for a, b in zip(edges, edges[1:], strict=False)]
-        if all(p is not None and p.ink.size >= 4 for p in pieces):
-            out.append(pieces)
+    for paths in options:
+        # Pixel (y, x) belongs to the piece of the number of paths left of it.
+        owner = np.sum([xs > p[:, None] for p in paths], axis=0)
+        pieces = [_piece(blob, ink, owner == j, grown) for j in range(k)]
+        if all(p is not None for p in pieces):
+            out.append((pieces, _junction(owner, blob.mask)))
     return out
 
 
-def _slot(blob: _Blob, ink: np.ndarray, ref_height: float, cfg: SegmentConfig,
-          may_hold_two: bool = False) -> Slot:
-    height = max(float(blob.height), ref_height)
-    whole = _piece(blob, ink)
-    if blob.width <= cfg.split_ratio * height and not may_hold_two:
-        return Slot([[whole]] if whole else [])
-    guess = max(2, round(blob.width / (cfg.digit_ratio * height)))
-    cuttings = [[whole]] if whole and blob.width <= cfg.force_split_ratio * height else []
-    # Around the guessed count and lean, every cutting is a candidate for the model.
-    for k in sorted({max(2, guess - 1), guess, guess + 1}):
-        if blob.width < 3 * k:
+def _junction(owner: np.ndarray, mask: np.ndarray) -> int:
+    """Stroke pixels next to a stroke pixel of another piece (4-neighbours)."""
+    across = np.zeros_like(mask)
+    horizontal = mask[:, 1:] & mask[:, :-1] & (owner[:, 1:] != owner[:, :-1])
+    vertical = mask[1:] & mask[:-1] & (owner[1:] != owner[:-1])
+    across[:, 1:] |= horizontal
+    across[:, :-1] |= horizontal
+    across[1:] |= vertical
+    across[:-1] |= vertical
+    return int(np.count_nonzero(across))
+
+
+def _core_cuttings(blob: _Blob, ink: np.ndarray, cfg: SegmentConfig) -> list[tuple[list[Piece], int]]:
+    """Cut a blob where its digits only touch: the stroke cores (the ink above a higher
+    threshold, or the mask eroded) come apart at a faint or thin junction; every pixel
+    goes to the nearest core. Unlike a cut line this follows any shape, however far the
+    digits reach into each other's space."""
+    region = np.where(blob.mask, ink[blob.top:blob.bottom, blob.left:blob.right], 0.0)
+    cores = [region >= t for t in cfg.core_thresholds]
+    cores += [ndimage.binary_erosion(blob.mask, iterations=n) for n in cfg.core_erosions]
+    grown = _grown(blob)
+    seen: set[bytes] = set()
+    out = []
+    for core in cores:
+        labels, count = ndimage.label(core, structure=_EIGHT)
+        if count < 2:
             continue
-        for slope in cfg.cut_slopes:
-            cuttings.extend(_cuttings(blob, ink, k, slope, cfg))
-    if not cuttings and whole:
-        cuttings = [[whole]]
-    return Slot(cuttings)
+        areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        ranked = np.argsort(-areas) + 1
+        significant = int(np.count_nonzero(areas >= cfg.core_fraction * blob.area))
+        # The k largest cores seed k digits; smaller ones (a stroke end that thinned
+        # out) go with whichever seed is nearest.
+        for k in range(2, min(significant, cfg.max_cut) + 1):
+            seeds = np.where(np.isin(labels, ranked[:k]), labels, 0)
+            _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+            owner = seeds[iy, ix]
+            key = owner[blob.mask].tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+            pieces = [_piece(blob, ink, owner == lab, grown) for lab in ranked[:k]]
+            if all(p is not None for p in pieces):
+                pieces.sort(key=lambda p: p.box[0] + p.box[2])
+                out.append((pieces, _junction(owner, blob.mask)))
+    return out
+
+
+def _gap(a: _Blob, b: _Blob) -> int:
+    return max(0, b.left - a.right, a.left - b.right)
+
+
+def _candidates(blobs: list[_Blob], ink: np.ndarray, ref_height: float, cfg: SegmentConfig,
+                cut_all: bool) -> list[Candidate]:
+    """Every reading the model will score: each blob whole, each blob cut into k digits,
+    and runs of close blobs read as one (a digit broken side by side)."""
+    out = []
+    for i, blob in enumerate(blobs):
+        whole = _piece(blob, ink)
+        # A mark with too little solid stroke to be a digit may be skipped as noise, so
+        # that a chain through every component always exists.
+        out.append(Candidate(i, i + 1, [whole] if whole is not None else []))
+        if blob.width < cfg.pair_ratio * ref_height and not cut_all:
+            continue
+        guess = round(blob.width / (cfg.digit_ratio * ref_height))
+        for k in range(2, min(cfg.max_cut, max(2, guess + 1)) + 1):
+            if blob.width >= 3 * k:
+                out.extend(Candidate(i, i + 1, p, cuts=k - 1, junction=j)
+                           for p, j in _seam_cuttings(blob, ink, k, cfg))
+        out.extend(Candidate(i, i + 1, p, cuts=len(p) - 1, junction=j)
+                   for p, j in _core_cuttings(blob, ink, cfg))
+    for i in range(len(blobs)):
+        union = blobs[i]
+        for j in range(i + 1, min(i + cfg.merge_span, len(blobs))):
+            if _gap(blobs[j - 1], blobs[j]) > cfg.merge_gap * ref_height:
+                break
+            union = _union(union, blobs[j])
+            if union.width > cfg.merge_width * ref_height:
+                break
+            whole = _piece(union, ink)
+            if whole is not None:
+                out.append(Candidate(i, j + 1, [whole], merges=j - i))
+    return out
 
 
 def segment(grey: np.ndarray, cfg: SegmentConfig | None = None,
-            length: int | None = None) -> list[Slot]:
-    """Cut a greyscale field into slots of digit candidates, left to right.
+            length: int | None = None) -> Lattice:
+    """Cut a greyscale field into a lattice of digit candidates, left to right.
 
-    ``length``, when the field's number of digits is known (a five-digit postal code),
-    makes the widest marks candidates for two digits while there are fewer marks than
-    digits, so that touching pairs narrower than the usual threshold can still be cut.
+    ``length``, when the field's number of digits is known (a five-digit postal code)
+    and there are fewer marks than that, makes every mark a candidate for two digits,
+    so that touching pairs narrower than one digit (``11``) can still be cut.
     Raises :class:`BlankImage` when there is no ink and :class:`TooManyComponents` when
     there are more separate marks than ``cfg.max_components``.
     """
@@ -329,9 +473,7 @@ def segment(grey: np.ndarray, cfg: SegmentConfig | None = None,
     ink = ink_map(grey)
     blobs = _merge_broken(_components(ink, cfg), cfg)
     # Digit height is steadier than width; taller blobs are touching digits at different
-    # baselines, so the median height is the reference for how many digits a blob holds.
+    # baselines, so the median height is the reference for the size of one digit.
     ref_height = float(np.median([b.height for b in blobs]))
-    missing = max(0, (length or 0) - len(blobs))
-    widest = set(sorted(range(len(blobs)), key=lambda i: -blobs[i].width / blobs[i].height)[:missing])
-    slots = [_slot(b, ink, ref_height, cfg, i in widest) for i, b in enumerate(blobs)]
-    return [s for s in slots if s.cuttings]
+    cut_all = length is not None and len(blobs) < length
+    return Lattice(len(blobs), _candidates(blobs, ink, ref_height, cfg, cut_all), ref_height)

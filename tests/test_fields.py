@@ -73,8 +73,13 @@ def test_make_fields_uses_each_digit_once_and_renders_dark_on_light(mnist_test_r
 def test_separated_field_segments_into_one_piece_per_digit(mnist_test_raw):
     images, labels = mnist_test_raw
     fields, texts = make_fields(images, labels, 5, 20, np.random.default_rng(1), touching_prob=0.0)
-    counts = [sum(len(s.cuttings[0]) for s in segment(f)) for f in fields]
+    # One mark per digit after broken strokes are merged, and each read whole is a candidate.
+    lattices = [segment(f) for f in fields]
+    counts = [lat.size for lat in lattices]
     assert sum(c == 5 for c in counts) >= 17, counts
+    for lat in lattices:
+        wholes = {c.start for c in lat.candidates if c.end == c.start + 1 and len(c.pieces) == 1}
+        assert wholes == set(range(lat.size))
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -179,9 +184,10 @@ def test_too_many_components_is_an_error_that_says_so(model):
         page[20 + 40 * row:30 + 40 * row, 5 + 20 * col:13 + 20 * col] = 20
     with pytest.raises(TooManyComponents, match="60 separate marks; at most 40"):
         read_field(model, page)
-    # The limit is configurable.
+    # The limit is configurable. The blocks of a column stack like a broken digit and
+    # neighbouring columns may be read as one mark, so 15 to 30 digits come out.
     result = read_field(model, page, SegmentConfig(max_components=100))
-    assert isinstance(result, FieldResult) and len(result.text) >= 30
+    assert isinstance(result, FieldResult) and len(result.text) >= 15
 
 
 def test_bad_images_error_per_item_and_keep_order(model, mnist_test_raw):

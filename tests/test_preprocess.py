@@ -123,6 +123,37 @@ def test_batch_keeps_going_past_bad_images():
     assert np.array_equal(x[0], x[2]) and not x[1].any()
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_fast_png_path_gives_pillows_pixels(mode):
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 256, (37, 53) if mode == "L" else (37, 53, 3), dtype=np.uint8)
+    blob = _png(arr)
+    expected = np.asarray(Image.open(io.BytesIO(blob)).convert("L"))
+    assert np.array_equal(decode(blob), expected)
+
+
+def test_batch_equals_image_by_image(mnist_test_raw):
+    """preprocess_many normalises same-sized images together; the result must not
+    depend on that: every image comes out exactly as preprocess() makes it alone."""
+    images, _ = mnist_test_raw
+    rng = np.random.default_rng(5)
+    batch: list = [synth.variant(images[i], kind, rng)
+                   for i in range(12) for kind in ("clean", "inverted", "coloured", "jpeg")]
+    batch += [synth.as_scan(images[i], rng) for i in range(20)]       # one size, many inks
+    batch += [_png(np.full((28, 28), 255, np.uint8)), b"junk"]           # blank, not an image
+    batch += list(images[:30])                                           # uint8 arrays
+    rng.shuffle(batch)
+    x, errs = preprocess_many(batch)
+    for item, row, err in zip(batch, x, errs, strict=True):
+        if err is None:
+            assert np.array_equal(row, preprocess(item))
+        else:
+            with pytest.raises(type(err)):
+                preprocess(item)
+            assert not row.any()
+    assert sum(e is not None for e in errs) == 2
+
+
 SCAN_KINDS = ["shifted", "scaled", "inverted", "coloured", "jpeg", "page", "thick",
               "binarized", "postal16"]
 
