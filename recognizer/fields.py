@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recognizer.errors import ImageError
-from recognizer.preprocess import as_image_list, decode, normalize
+from recognizer.preprocess import as_image_list, decode, normalize_stack
 from recognizer.segment import Candidate, Lattice, Piece, SegmentConfig, segment
 
 if TYPE_CHECKING:  # the model (and torch) is needed only by read_fields' caller
@@ -54,11 +54,24 @@ class FieldResult:
                 "confidence": self.confidence, "boxes": [list(b) for b in self.boxes]}
 
 
-def _model_input(piece: Piece) -> np.ndarray:
-    # The piece's ink is light on dark; padded with paper it is a small greyscale image
-    # that normalize() treats exactly like any single-digit upload.
-    grey = np.pad(np.rint(piece.ink * 255.0).astype(np.uint8), _PAD)
-    return normalize(grey)
+def _model_inputs(pieces: list[Piece]) -> np.ndarray:
+    """Model inputs for a field's pieces, normalised together as one stack.
+
+    A piece's ink is light on dark; on a canvas of paper (zeros) it is a small greyscale
+    image that normalize() treats exactly like any single-digit upload. A shared canvas
+    with at least _PAD of paper round every piece gives each the same result as its own.
+    """
+    height = max(p.ink.shape[0] for p in pieces) + 2 * _PAD
+    width = max(p.ink.shape[1] for p in pieces) + 2 * _PAD
+    canvas = np.zeros((len(pieces), height, width), dtype=np.uint8)
+    for i, p in enumerate(pieces):
+        h, w = p.ink.shape
+        canvas[i, _PAD:_PAD + h, _PAD:_PAD + w] = np.rint(p.ink * 255.0)
+    x, errors = normalize_stack(canvas)
+    for err in errors:
+        if err is not None:
+            raise err
+    return x
 
 
 def _piece_prior(piece: Piece, ref_height: float, cfg: SegmentConfig) -> float:
@@ -132,7 +145,7 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
     for item in as_image_list(images):
         try:
             lattice = segment(decode(item), config, length)
-            pieces = [_model_input(p) for c in lattice.candidates for p in c.pieces]
+            pieces = _model_inputs([p for c in lattice.candidates for p in c.pieces])
         except ImageError as exc:
             entries.append(exc)
             continue
