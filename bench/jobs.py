@@ -136,14 +136,11 @@ def run(checkpoint: str, data_dir: str) -> dict:
             job_s = time.perf_counter() - t
         job_rate = summary["rows"]["processed_this_run"] / job_s
         # The long job: the same shards under more names (server-side copies).
-        for c in range(1, LONG_JOB_COPIES):
+        for c in range(LONG_JOB_COPIES):
             for uri in shard_uris:
                 key = uri.split("/", 3)[3]
                 s3.copy_object(Bucket="bench", Key=key.replace("in/", f"long/copy{c}-"),
                                CopySource={"Bucket": "bench", "Key": key})
-                if c == 1:
-                    s3.copy_object(Bucket="bench", Key=key.replace("in/", "long/"),
-                                   CopySource={"Bucket": "bench", "Key": key})
         long_cfg = JobConfig(input="s3://bench/long", output="s3://bench/long-out",
                              checkpoint=checkpoint, progress=False)
         with _PeakRss() as long_mem:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -145,23 +146,23 @@ def run_job(cfg: JobConfig) -> dict:
                                         cfg.actor_threads, job_id, runtime_env)
             loading = actors[0].info.remote()
             settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
-                                     str(meta.get("version")), cfg.mode, cfg.field_length)
+                                     meta["version"], cfg.mode, cfg.field_length)
             task = ray.remote(process_shard).options(num_cpus=cfg.task_cpus, max_retries=TASK_RETRIES,
                                                      retry_exceptions=False, runtime_env=runtime_env)
             images = 0
             pending: dict = {}
-            queue = list(enumerate(todo))
+            queue = deque(enumerate(todo))
 
             def submit() -> None:
                 while queue and len(pending) < max_in_flight:
-                    i, uri = queue.pop(0)
+                    i, uri = queue.popleft()
                     out = sink.output_uri(cfg.output, source.shard_name(uri))
                     pending[task.remote(uri, out, actors, i, settings)] = uri
 
             # Shard tasks start (workers, S3 reads, decoding) while the actors load the model.
             submit()
             try:
-                meta = {**meta, **ray.get(loading)}
+                ray.get(loading)  # only to fail fast: meta already names the same weights
             except ray.exceptions.RayError as exc:
                 for ref in pending:
                     ray.cancel(ref, force=True)
