@@ -10,7 +10,6 @@ the number of digits read is wrong, and fields/s.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -71,39 +70,28 @@ def measure_job(checkpoint: str, data_dir: str) -> dict:
     (the shards' default mix, some touching pairs) in Parquet shards on a local S3 server."""
     import io
 
-    import boto3
     import pyarrow.parquet as pq
-    import ray
 
+    from bench import local
     from jobs.run import JobConfig, run_job
     from jobs.shards import make_shards
-    from recognizer import ray_session
-    from stack import services
 
-    with services.s3_server(access_key="bench", secret_key="bench-secret"):
-        started_ray = not ray.is_initialized()
-        try:
-            ray_session.connect(num_cpus=os.cpu_count())
-            s3 = boto3.client("s3")
-            s3.create_bucket(Bucket="fields")
-            make_shards(data_dir, "s3://fields/in", JOB_ROWS_PER_SHARD, split="test",
-                        fields=LENGTH, seed=3)
-            cfg = JobConfig(input="s3://fields/in", output="s3://fields/out", checkpoint=checkpoint,
-                            mode="field", progress=False)
-            t = time.perf_counter()
-            summary = run_job(cfg)
-            seconds = time.perf_counter() - t
-            truth, read = {}, {}
-            for key in (o["Key"] for o in s3.list_objects_v2(Bucket="fields")["Contents"]):
-                if not key.endswith(".parquet"):
-                    continue
-                table = pq.read_table(io.BytesIO(s3.get_object(Bucket="fields", Key=key)["Body"].read()))
-                target = truth if key.startswith("in/") else read
-                target.update(zip(table.column("id").to_pylist(), table.column("text").to_pylist(),
-                                  strict=True))
-        finally:
-            if started_ray:
-                ray.shutdown()
+    with local.s3_and_ray("fields") as s3:
+        make_shards(data_dir, "s3://fields/in", JOB_ROWS_PER_SHARD, split="test",
+                    fields=LENGTH, seed=3)
+        cfg = JobConfig(input="s3://fields/in", output="s3://fields/out", checkpoint=checkpoint,
+                        mode="field", progress=False)
+        t = time.perf_counter()
+        summary = run_job(cfg)
+        seconds = time.perf_counter() - t
+        truth, read = {}, {}
+        for key in (o["Key"] for o in s3.list_objects_v2(Bucket="fields")["Contents"]):
+            if not key.endswith(".parquet"):
+                continue
+            table = pq.read_table(io.BytesIO(s3.get_object(Bucket="fields", Key=key)["Body"].read()))
+            target = truth if key.startswith("in/") else read
+            target.update(zip(table.column("id").to_pylist(), table.column("text").to_pylist(),
+                              strict=True))
     fields = summary["rows"]["processed_this_run"]
     return {"fields": fields, "shards": summary["shards"]["total"], "seconds": round(seconds, 2),
             "fields_per_s": round(fields / seconds, 1),

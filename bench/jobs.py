@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from stack import services
+from bench import local
 
 ROWS_PER_SHARD = 1000
 NAIVE_IMAGES = 300
@@ -79,25 +79,14 @@ class _PeakRss:
 
 def run(checkpoint: str, data_dir: str) -> dict:
     """Measure the job against the model alone and a naive loop; returns numbers."""
-    import boto3
     import ray
 
     import recognizer
     from jobs.run import JobConfig, run_job
     from jobs.shards import make_shards, rows
-    from recognizer import ray_session
     from recognizer.preprocess import preprocess_many
 
-    # MinIO when installed, else moto's standalone server; sets the AWS variables.
-    server = services.s3_server(access_key="bench", secret_key="bench-secret")
-    server.__enter__()
-    started_ray = not ray.is_initialized()
-    try:
-        # Ray started after the S3 variables are set; an existing Ray gets them through
-        # the job's runtime_env.
-        ray_session.connect(num_cpus=os.cpu_count())
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="bench")
+    with local.s3_and_ray("bench") as s3:
         t = time.perf_counter()
         shard_uris = []
         for split in ("test", "train"):
@@ -178,10 +167,6 @@ def run(checkpoint: str, data_dir: str) -> dict:
             "baseline_rss_mib": round(mem.baseline / 2**20, 1),
             "model": model.version,
         }
-    finally:
-        if started_ray:
-            ray.shutdown()
-        server.__exit__(None, None, None)
 
 
 def _one_thread_rate(model, x: np.ndarray) -> float:

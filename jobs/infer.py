@@ -21,15 +21,23 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class ModelActor:
     """Holds one loaded checkpoint; ``predict`` labels a batch of preprocessed digits."""
 
-    def __init__(self, checkpoint: str, threads: int = 1, use_gpu: bool = False):
+    def __init__(self, checkpoint: str, threads: int = 1, use_gpu: bool = False,
+                 expected_version: str | None = None):
         import torch
 
+        from recognizer.errors import CheckpointError
         from recognizer.predict import load
 
         # Decoding tasks share the CPUs with this actor: cap torch's threads so the
         # two do not oversubscribe the cores.
         torch.set_num_threads(max(1, threads))
         self.model = load(checkpoint, device="cuda" if use_gpu else "cpu")
+        if expected_version and self.model.version != expected_version:
+            # Rows are labelled with the version the driver read; an actor (re)started
+            # after the folder was rewritten must not label them with other weights.
+            raise CheckpointError(
+                f"{checkpoint} now holds model {self.model.version}, but this job labels its "
+                f"rows {expected_version}: do not rewrite a checkpoint folder while a job uses it")
         self._latency = self._images = None
         try:
             from ray.util import metrics
@@ -75,11 +83,16 @@ def actor_name(job_id: str, index: int) -> str:
 
 
 def start_actors(checkpoint: str, count: int, num_cpus: float, num_gpus: float,
-                 threads: int, job_id: str, runtime_env: dict | None = None) -> list:
-    """Start count model actors that Ray restarts (and whose calls it retries) on failure."""
+                 threads: int, job_id: str, runtime_env: dict | None = None,
+                 expected_version: str | None = None) -> list:
+    """Start count model actors that Ray restarts (and whose calls it retries) on failure.
+
+    ``checkpoint`` should be a resolved checkpoint folder (``identify(uri)["uri"]``), not a
+    run folder: an actor restarted mid-job must load the same checkpoint, not a newer one.
+    """
     cls = ray.remote(ModelActor)
     return [cls.options(name=actor_name(job_id, i), num_cpus=num_cpus, num_gpus=num_gpus,
                         max_restarts=-1, max_task_retries=-1, max_concurrency=1,
                         runtime_env=runtime_env)
-            .remote(checkpoint, threads, num_gpus > 0)
+            .remote(checkpoint, threads, num_gpus > 0, expected_version)
             for i in range(count)]

@@ -126,7 +126,6 @@ def run_job(cfg: JobConfig) -> dict:
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port, cfg.metrics_host)
     results: list[ShardResult] = []
-    actors: list = []
     bar = _progress_bar(len(shards), cfg.progress)
     try:
         todo = []
@@ -139,61 +138,92 @@ def run_job(cfg: JobConfig) -> dict:
             else:
                 todo.append(uri)
         if todo:
-            # The driver's S3 settings go with every task and actor: workers of a remote
-            # cluster (RAY_ADDRESS) do not inherit this process's environment.
-            runtime_env = {"env_vars": aws_env()}
-            actors = infer.start_actors(cfg.checkpoint, n_actors, cfg.actor_cpus, gpus_per_actor,
-                                        cfg.actor_threads, job_id, runtime_env)
-            loading = actors[0].info.remote()
-            settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
-                                     meta["version"], cfg.mode, cfg.field_length)
-            task = ray.remote(process_shard).options(num_cpus=cfg.task_cpus, max_retries=TASK_RETRIES,
-                                                     retry_exceptions=False, runtime_env=runtime_env)
-            images = 0
-            pending: dict = {}
-            queue = deque(enumerate(todo))
-
-            def submit() -> None:
-                while queue and len(pending) < max_in_flight:
-                    i, uri = queue.popleft()
-                    out = sink.output_uri(cfg.output, source.shard_name(uri))
-                    pending[task.remote(uri, out, actors, i, settings)] = uri
-
-            # Shard tasks start (workers, S3 reads, decoding) while the actors load the model.
-            submit()
+            run = _ShardRun(cfg, meta, metrics, bar, t0)
+            run.start_actors(job_id, n_actors, gpus_per_actor)
             try:
-                ray.get(loading)  # only to fail fast: meta already names the same weights
-            except ray.exceptions.RayError as exc:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                raise JobError(f"the model actors could not load {cfg.checkpoint} "
-                               f"(is it readable from every node?): {describe_failure(exc)}") from exc
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                uri = pending.pop(ready[0])
-                try:
-                    result = ray.get(ready[0])
-                except Exception as exc:  # noqa: BLE001 - retries exhausted: report, carry on
-                    result = ShardResult(source.shard_name(uri), "failed", reason=describe_failure(exc))
-                results.append(result)
-                metrics.record(result)
-                images += result.rows_ok + result.rows_failed
-                rate = images / max(time.perf_counter() - t0, 1e-9)
-                metrics.throughput.set(rate)
-                bar.set_postfix(images=f"{images:,}", rate=f"{rate:,.0f} img/s", refresh=False)
-                bar.update()
-                submit()
+                results += run.process(todo, max_in_flight)
+            finally:
+                run.stop_actors()
         summary = _summary(cfg, job_id, meta, shards, results, started, time.perf_counter() - t0)
         metrics.throughput.set(summary["images_per_second"])
         sink.write_summary(cfg.output, summary)
         return summary
     finally:
         bar.close()
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
         if cfg.metrics_port and cfg.metrics_linger > 0:
             time.sleep(cfg.metrics_linger)
         metrics.close()
+
+
+class _ShardRun:
+    """The shards still to do: model actors, shard tasks kept in flight, results in."""
+
+    def __init__(self, cfg: JobConfig, meta: dict, metrics: JobMetrics, bar, t0: float):
+        self.cfg, self.meta, self.metrics, self.bar, self.t0 = cfg, meta, metrics, bar, t0
+        # The driver's S3 settings go with every task and actor: workers of a remote
+        # cluster (RAY_ADDRESS) do not inherit this process's environment.
+        self.runtime_env = {"env_vars": aws_env()}
+        self.actors: list = []
+        self.images = 0
+
+    def start_actors(self, job_id: str, count: int, gpus_per_actor: float) -> None:
+        # The folder the driver identified (not a run folder that may gain a newer
+        # checkpoint mid-job), checked against the version the rows are labelled with.
+        cfg = self.cfg
+        self.actors = infer.start_actors(self.meta["uri"], count, cfg.actor_cpus, gpus_per_actor,
+                                         cfg.actor_threads, job_id, self.runtime_env,
+                                         self.meta["version"])
+
+    def stop_actors(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+
+    def process(self, todo: list[str], max_in_flight: int) -> list[ShardResult]:
+        """Run a task per shard, at most max_in_flight at once; results in finishing order."""
+        cfg = self.cfg
+        loading = self.actors[0].info.remote()
+        settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
+                                 self.meta["version"], cfg.mode, cfg.field_length)
+        task = ray.remote(process_shard).options(num_cpus=cfg.task_cpus, max_retries=TASK_RETRIES,
+                                                 retry_exceptions=False, runtime_env=self.runtime_env)
+        pending: dict = {}
+        queue = deque(enumerate(todo))
+
+        def submit() -> None:
+            while queue and len(pending) < max_in_flight:
+                i, uri = queue.popleft()
+                out = sink.output_uri(cfg.output, source.shard_name(uri))
+                pending[task.remote(uri, out, self.actors, i, settings)] = uri
+
+        # Shard tasks start (workers, S3 reads, decoding) while the actors load the model.
+        submit()
+        try:
+            ray.get(loading)  # only to fail fast: meta already names the same weights
+        except ray.exceptions.RayError as exc:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise JobError(f"the model actors could not load {cfg.checkpoint} "
+                           f"(is it readable from every node?): {describe_failure(exc)}") from exc
+        results = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            uri = pending.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except Exception as exc:  # noqa: BLE001 - retries exhausted: report, carry on
+                result = ShardResult(source.shard_name(uri), "failed", reason=describe_failure(exc))
+            results.append(result)
+            self._record(result)
+            submit()
+        return results
+
+    def _record(self, result: ShardResult) -> None:
+        self.metrics.record(result)
+        self.images += result.rows_ok + result.rows_failed
+        rate = self.images / max(time.perf_counter() - self.t0, 1e-9)
+        self.metrics.throughput.set(rate)
+        self.bar.set_postfix(images=f"{self.images:,}", rate=f"{rate:,.0f} img/s", refresh=False)
+        self.bar.update()
 
 
 def _summary(cfg: JobConfig, job_id: str, meta: dict, shards: list[str], results: list[ShardResult],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 from recognizer.errors import DigitsError
@@ -40,6 +42,22 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
             f"cannot connect to Ray at {where}: {str(exc).splitlines()[0]} "
             "(check RAY_ADDRESS, or unset it to run locally)"
         ) from exc
+
+
+@contextmanager
+def connected(address: str | None = None, num_cpus: int | None = None,
+              quiet: bool = True) -> Iterator[None]:
+    """:func:`connect` for a ``with`` block: a Ray started here is shut down at its end;
+    one that was already running (or a cluster) is left as it was."""
+    import ray
+
+    started = not ray.is_initialized()
+    connect(address, num_cpus, quiet)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -143,6 +143,21 @@ def make_optimizer(model, cfg: dict, steps_per_epoch: int):
     return optimizer, make_schedule(optimizer, cfg, cfg["epochs"] * steps_per_epoch)
 
 
+def _quiet_train_reports() -> None:
+    """Silence Ray Train's INFO line for every ``report()`` (our progress lines say the same).
+
+    Ray 2.60 logs it through a logger named after its source file, outside the ``ray``
+    hierarchy that ``LoggingConfig(log_level=...)`` sets, so it needs its own level.
+    """
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray version: its lines stay, nothing breaks
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(cfg: dict) -> None:
     """Runs on every Ray Train worker."""
     import ray
@@ -150,6 +165,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     import ray.train.torch
     import torch.distributed as dist
 
+    _quiet_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()

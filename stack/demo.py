@@ -114,10 +114,9 @@ def run_demo(args: argparse.Namespace) -> int:
         s3 = stack.enter_context(services.s3_server())
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         print(f"S3 ({s3.kind}) at {s3.endpoint}, bucket {BUCKET}")
-        ray_session.connect(num_cpus=os.cpu_count())
+        stack.enter_context(ray_session.connected(num_cpus=os.cpu_count()))
         import ray
 
-        stack.callback(ray.shutdown)
         print(f"Ray: {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
         metrics_port = services.free_port()
         prom = None

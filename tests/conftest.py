@@ -9,7 +9,11 @@ standalone server, both on 127.0.0.1 and reached through the standard AWS variab
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import uuid
+from collections.abc import Callable
 
 import boto3
 import numpy as np
@@ -19,6 +23,18 @@ from recognizer import data, settings
 from stack import services
 
 RAY_CPUS = 4
+
+
+@pytest.fixture(scope="session")
+def digits_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """Run the ``digits`` command in a child process, as a user would:
+    ``digits_cli(*args, env={...}, cwd=...)``; env entries are added to this one's."""
+
+    def run(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "recognizer.cli", *args], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, **(env or {})}, **kw)
+
+    return run
 
 
 @pytest.fixture(scope="session")

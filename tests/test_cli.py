@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,15 +12,9 @@ from PIL import Image
 from recognizer import synth
 from recognizer.cli import build_parser, main
 
-DIGITS = [sys.executable, "-m", "recognizer.cli"]
 
-
-def _run(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([*DIGITS, *args], capture_output=True, text=True, timeout=300, **kw)
-
-
-def test_help_lists_every_subcommand():
-    out = _run("--help")
+def test_help_lists_every_subcommand(digits_cli):
+    out = digits_cli("--help")
     assert out.returncode == 0
     for command in ("train", "evaluate", "predict"):
         assert command in out.stdout
@@ -34,7 +25,7 @@ def test_help_lists_every_subcommand():
         assert len(text.splitlines()) > 3, name
 
 
-def test_predict_prints_labels_and_writes_csv(trained_checkpoint, mnist_test_raw, tmp_path):
+def test_predict_prints_labels_and_writes_csv(digits_cli, trained_checkpoint, mnist_test_raw, tmp_path):
     images, labels = mnist_test_raw
     rng = np.random.default_rng(3)
     paths = []
@@ -43,7 +34,7 @@ def test_predict_prints_labels_and_writes_csv(trained_checkpoint, mnist_test_raw
         path.write_bytes(synth.variant(images[i], "coloured", rng))
         paths.append(str(path))
     out_csv = tmp_path / "labels.csv"
-    out = _run("predict", *paths, "--checkpoint", trained_checkpoint, "--csv", str(out_csv))
+    out = digits_cli("predict", *paths, "--checkpoint", trained_checkpoint, "--csv", str(out_csv))
     assert out.returncode == 0, out.stderr
     printed = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
     assert [p[0] for p in printed] == paths
@@ -52,12 +43,12 @@ def test_predict_prints_labels_and_writes_csv(trained_checkpoint, mnist_test_raw
     assert sum(int(r["Label"]) == labels[i] for i, r in enumerate(rows)) >= 5
 
 
-def test_predict_reports_bad_image_and_keeps_the_rest(trained_checkpoint, tmp_path):
+def test_predict_reports_bad_image_and_keeps_the_rest(digits_cli, trained_checkpoint, tmp_path):
     good = tmp_path / "good.png"
     Image.fromarray(np.pad(np.full((20, 6), 255, np.uint8), 4)).save(good)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
-    out = _run("predict", str(good), str(bad), "--checkpoint", trained_checkpoint)
+    out = digits_cli("predict", str(good), str(bad), "--checkpoint", trained_checkpoint)
     assert out.returncode == 1
     assert str(good) in out.stdout
     assert "bad.png\terror:" in out.stderr and "Traceback" not in out.stderr
@@ -82,8 +73,8 @@ def test_evaluate_writes_report(trained_checkpoint, mnist_dir, tmp_path, capsys)
     (["evaluate", "--checkpoint", "/nonexistent/ckpt"], "no checkpoint"),
     (["train", "--workers", "0"], "workers must be at least 1"),
 ])
-def test_errors_are_one_clear_line(args, message, tmp_path):
-    out = _run(*args, cwd=tmp_path, env={**os.environ, "RAY_ADDRESS": ""})
+def test_errors_are_one_clear_line(digits_cli, args, message, tmp_path):
+    out = digits_cli(*args, cwd=tmp_path, env={"RAY_ADDRESS": ""})
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
 from stack import services
-
-DIGITS = [sys.executable, "-m", "recognizer.cli"]
-
-
-def _digits(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*DIGITS, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
 
 
 def _one_line(out: subprocess.CompletedProcess, *needles: str) -> str:
@@ -28,43 +19,43 @@ def _one_line(out: subprocess.CompletedProcess, *needles: str) -> str:
     return lines[0]
 
 
-def test_missing_checkpoint(tmp_path):
-    _one_line(_digits("predict", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none")),
-              "no checkpoint")
+def test_missing_checkpoint(digits_cli, tmp_path):
+    _one_line(digits_cli("predict", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none")),
+                 "no checkpoint")
 
 
-def test_unreachable_s3_endpoint(mnist_dir):
+def test_unreachable_s3_endpoint(digits_cli, mnist_dir):
     port = services.free_port()
-    line = _one_line(_digits("shards", "make", "--data", mnist_dir, "--output", "s3://forms/in",
-                             "--rows-per-shard", "5", "--limit", "5",
-                             env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}),
+    line = _one_line(digits_cli("shards", "make", "--data", mnist_dir, "--output", "s3://forms/in",
+                                "--rows-per-shard", "5", "--limit", "5",
+                                env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}),
                      f"127.0.0.1:{port}")
     assert "formdigits-secret" not in line
 
 
-def test_missing_bucket(s3_server, mnist_dir):
-    _one_line(_digits("shards", "make", "--data", mnist_dir, "--output", "s3://no-such-bucket/in",
-                      "--rows-per-shard", "5", "--limit", "5"),
+def test_missing_bucket(digits_cli, s3_server, mnist_dir):
+    _one_line(digits_cli("shards", "make", "--data", mnist_dir, "--output", "s3://no-such-bucket/in",
+                         "--rows-per-shard", "5", "--limit", "5"),
               "no-such-bucket", "does not exist")
 
 
-def test_missing_bucket_for_a_checkpoint(s3_server):
-    _one_line(_digits("evaluate", "--checkpoint", "s3://no-such-bucket/runs/digits"),
-              "no-such-bucket")
+def test_missing_bucket_for_a_checkpoint(digits_cli, s3_server):
+    _one_line(digits_cli("evaluate", "--checkpoint", "s3://no-such-bucket/runs/digits"),
+                 "no-such-bucket")
 
 
 @pytest.mark.skipif(not services.minio_binary(),
                     reason="moto's S3 accepts any credentials; MinIO checks them")
-def test_wrong_credentials(s3_server, bucket, mnist_dir):
-    line = _one_line(_digits("shards", "make", "--data", mnist_dir, "--output", f"s3://{bucket}/in",
-                             "--rows-per-shard", "5", "--limit", "5",
-                             env={"AWS_SECRET_ACCESS_KEY": "wrong-secret-value"}),
+def test_wrong_credentials(digits_cli, s3_server, bucket, mnist_dir):
+    line = _one_line(digits_cli("shards", "make", "--data", mnist_dir, "--output", f"s3://{bucket}/in",
+                                "--rows-per-shard", "5", "--limit", "5",
+                                env={"AWS_SECRET_ACCESS_KEY": "wrong-secret-value"}),
                      "credentials")
     assert "wrong-secret-value" not in line
 
 
-def test_unreachable_ray_address(tmp_path):
+def test_unreachable_ray_address(digits_cli, tmp_path):
     port = services.free_port()
-    _one_line(_digits("job", "run", "--input", "s3://forms/in", "--output", "s3://forms/out",
-                      "--checkpoint", str(tmp_path), env={"RAY_ADDRESS": f"127.0.0.1:{port}"}),
+    _one_line(digits_cli("job", "run", "--input", "s3://forms/in", "--output", "s3://forms/out",
+                         "--checkpoint", str(tmp_path), env={"RAY_ADDRESS": f"127.0.0.1:{port}"}),
               "cannot reach the Ray cluster", f"127.0.0.1:{port}")

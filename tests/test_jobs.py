@@ -16,10 +16,11 @@ import pytest
 from PIL import Image
 
 import recognizer
-from jobs import shards
+from jobs import infer, shards
 from jobs.run import JobConfig, run_job
-from recognizer import synth
+from recognizer import checkpoint, synth
 from recognizer.cli import main
+from recognizer.errors import CheckpointError
 from stack import services
 
 
@@ -264,3 +265,12 @@ def test_prometheus_scrapes_job_throughput(ray_cluster, bucket, mnist_dir, train
         assert value("digits_batch_inference_seconds_count") > 0
         thread.join(120)
         assert "error" not in box, box.get("error")
+
+
+def test_model_actor_refuses_weights_other_than_the_jobs(trained_checkpoint):
+    # An actor restarted after its checkpoint folder was rewritten must not label rows
+    # that carry the driver's model_version with other weights.
+    meta = checkpoint.identify(trained_checkpoint)
+    assert infer.ModelActor(meta["uri"], expected_version=meta["version"]).model.version == meta["version"]
+    with pytest.raises(CheckpointError, match="do not rewrite a checkpoint folder"):
+        infer.ModelActor(meta["uri"], expected_version="best-000000000000")

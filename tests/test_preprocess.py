@@ -123,6 +123,26 @@ def test_batch_keeps_going_past_bad_images():
     assert np.array_equal(x[0], x[2]) and not x[1].any()
 
 
+def test_an_unexpected_decoder_failure_is_that_rows_error(monkeypatch):
+    # A decoder bug (an exception outside the typed ones) must fail its image alone.
+    from recognizer import preprocess as pp
+
+    real = pp.decode
+
+    def flaky(item, max_pixels):
+        if item == b"trigger":
+            raise RuntimeError("decoder bug")
+        return real(item, max_pixels)
+
+    monkeypatch.setattr(pp, "decode", flaky)
+    good = synth.encode(np.pad(np.full((20, 6), 255, np.uint8), 4))
+    x, errs = preprocess_many([good, b"trigger", good])
+    assert errs[0] is None and errs[2] is None
+    assert isinstance(errs[1], errors.UndecodableImage)
+    assert errs[1].code == "undecodable_image" and "RuntimeError: decoder bug" in str(errs[1])
+    assert not x[1].any() and np.array_equal(x[0], x[2]) and x[0].max() == 1.0
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB"])
 def test_fast_png_path_gives_pillows_pixels(mode):
     rng = np.random.default_rng(3)
