@@ -22,12 +22,14 @@ class ModelActor:
     """Holds one loaded checkpoint; ``predict`` labels a batch of preprocessed digits."""
 
     def __init__(self, checkpoint: str, threads: int = 1, use_gpu: bool = False,
-                 expected_version: str | None = None):
+                 expected_version: str | None = None, aws: dict[str, str] | None = None):
         import torch
 
+        from recognizer import storage
         from recognizer.errors import CheckpointError
         from recognizer.predict import load
 
+        storage.use_aws_settings(aws or {})
         # Decoding tasks share the CPUs with this actor: cap torch's threads so the
         # two do not oversubscribe the cores.
         torch.set_num_threads(max(1, threads))
@@ -83,16 +85,16 @@ def actor_name(job_id: str, index: int) -> str:
 
 
 def start_actors(checkpoint: str, count: int, num_cpus: float, num_gpus: float,
-                 threads: int, job_id: str, runtime_env: dict | None = None,
-                 expected_version: str | None = None) -> list:
+                 threads: int, job_id: str, expected_version: str | None = None,
+                 aws: dict[str, str] | None = None) -> list:
     """Start count model actors that Ray restarts (and whose calls it retries) on failure.
 
     ``checkpoint`` should be a resolved checkpoint folder (``identify(uri)["uri"]``), not a
     run folder: an actor restarted mid-job must load the same checkpoint, not a newer one.
+    ``aws``: the S3 settings to read it with (the driver's).
     """
     cls = ray.remote(ModelActor)
     return [cls.options(name=actor_name(job_id, i), num_cpus=num_cpus, num_gpus=num_gpus,
-                        max_restarts=-1, max_task_retries=-1, max_concurrency=1,
-                        runtime_env=runtime_env)
-            .remote(checkpoint, threads, num_gpus > 0, expected_version)
+                        max_restarts=-1, max_task_retries=-1, max_concurrency=1)
+            .remote(checkpoint, threads, num_gpus > 0, expected_version, aws)
             for i in range(count)]

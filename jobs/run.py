@@ -20,9 +20,8 @@ import ray
 from jobs import infer, sink, source
 from jobs.errors import JobError
 from jobs.metrics import JobMetrics
-from jobs.submit import aws_env
 from jobs.task import ShardResult, ShardSettings, describe_failure, process_shard
-from recognizer import checkpoint
+from recognizer import checkpoint, storage
 from recognizer.errors import CheckpointError, ConfigError, StorageError
 
 #: Shard tasks queued per task that can run at once (default of --max-in-flight).
@@ -160,9 +159,12 @@ class _ShardRun:
 
     def __init__(self, cfg: JobConfig, meta: dict, metrics: JobMetrics, bar, t0: float):
         self.cfg, self.meta, self.metrics, self.bar, self.t0 = cfg, meta, metrics, bar, t0
-        # The driver's S3 settings go with every task and actor: workers of a remote
-        # cluster (RAY_ADDRESS) do not inherit this process's environment.
-        self.runtime_env = {"env_vars": aws_env()}
+        # The driver's S3 settings go with every task and actor as an argument: workers
+        # of a remote cluster (RAY_ADDRESS) do not inherit this process's environment.
+        # Not a runtime_env: workers with their own runtime_env cannot be taken from the
+        # idle ones Ray keeps started, so each job would boot (and import) all of its own,
+        # and runtime_env env_vars are shown to anyone who can read the cluster's state.
+        self.aws = storage.aws_settings()
         self.actors: list = []
         self.images = 0
 
@@ -171,8 +173,8 @@ class _ShardRun:
         # checkpoint mid-job), checked against the version the rows are labelled with.
         cfg = self.cfg
         self.actors = infer.start_actors(self.meta["uri"], count, cfg.actor_cpus, gpus_per_actor,
-                                         cfg.actor_threads, job_id, self.runtime_env,
-                                         self.meta["version"])
+                                         cfg.actor_threads, job_id, self.meta["version"],
+                                         self.aws)
 
     def stop_actors(self) -> None:
         for actor in self.actors:
@@ -183,9 +185,9 @@ class _ShardRun:
         cfg = self.cfg
         loading = self.actors[0].info.remote()
         settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
-                                 self.meta["version"], cfg.mode, cfg.field_length)
+                                 self.meta["version"], cfg.mode, cfg.field_length, self.aws)
         task = ray.remote(process_shard).options(num_cpus=cfg.task_cpus, max_retries=TASK_RETRIES,
-                                                 retry_exceptions=False, runtime_env=self.runtime_env)
+                                                 retry_exceptions=False)
         pending: dict = {}
         queue = deque(enumerate(todo))
 

@@ -14,14 +14,10 @@ import time
 import uuid
 
 from jobs.errors import JobError
+from recognizer import storage
 
 #: How long to wait for a new cluster's job agents to come up before giving up.
 AGENT_WAIT_S = 60.0
-
-#: Environment variables that configure S3, forwarded to the job's processes.
-AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-           "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
-
 
 def client(address: str | None):
     """A JobSubmissionClient for address (default ``$RAY_ADDRESS``)."""
@@ -37,10 +33,6 @@ def client(address: str | None):
                        "(is the dashboard running on the head node, port 8265?)") from exc
 
 
-def aws_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in AWS_ENV if os.environ.get(k)}
-
-
 def submit(run_argv: list[str], address: str | None, submission_id: str | None = None,
            extra_env: dict[str, str] | None = None) -> str:
     """Submit ``digits job run RUN_ARGV`` and return the job's submission id.
@@ -52,7 +44,7 @@ def submit(run_argv: list[str], address: str | None, submission_id: str | None =
     if "--job-id" not in run_argv:
         run_argv = [*run_argv, "--job-id", submission_id]
     entrypoint = shlex.join(["digits", "job", "run", *run_argv])
-    env = {**aws_env(), **(extra_env or {})}
+    env = {**storage.aws_settings(), **(extra_env or {})}
     c = client(address)
     delay = 0.5
     deadline = time.monotonic() + AGENT_WAIT_S

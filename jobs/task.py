@@ -34,6 +34,8 @@ class ShardSettings:
     model_version: str = ""
     mode: str = "digit"
     field_length: int | None = None
+    #: The driver's S3 settings (storage.aws_settings); kept out of every repr and log.
+    aws: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -133,6 +135,7 @@ def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
     """Label every row of one shard and write its output shard. Never raises for bad
     rows or a bad shard; those come back in the result."""
     start = time.perf_counter()
+    storage.use_aws_settings(cfg.aws)
     name = source.shard_name(shard_uri)
     try:
         pf = source.open_shard(shard_uri, cfg.id_column, cfg.image_column)

@@ -20,6 +20,10 @@ from recognizer.errors import StorageError
 
 T = TypeVar("T")
 
+#: The standard variables that configure S3 (the ones a driver hands to its workers).
+AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+           "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
+
 #: Attempts and first back-off delay for transient storage errors.
 RETRIES = 5
 BACKOFF_S = 0.2
@@ -27,6 +31,19 @@ BACKOFF_S = 0.2
 
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
+
+
+def aws_settings() -> dict[str, str]:
+    """This process's S3 settings: the set AWS variables (secrets included: never log it)."""
+    return {k: os.environ[k] for k in AWS_ENV if os.environ.get(k)}
+
+
+def use_aws_settings(settings: dict[str, str]) -> None:
+    """Use another process's :func:`aws_settings` here (a driver's, in a Ray worker).
+
+    Filesystems are built per call from the environment, so this takes effect at once.
+    """
+    os.environ.update({k: v for k, v in settings.items() if k in AWS_ENV})
 
 
 def s3_endpoint() -> str | None:

@@ -18,6 +18,7 @@ from PIL import Image
 import recognizer
 from jobs import infer, shards
 from jobs.run import JobConfig, run_job
+from jobs.task import ShardSettings
 from recognizer import checkpoint, synth
 from recognizer.cli import main
 from recognizer.errors import CheckpointError
@@ -274,3 +275,8 @@ def test_model_actor_refuses_weights_other_than_the_jobs(trained_checkpoint):
     assert infer.ModelActor(meta["uri"], expected_version=meta["version"]).model.version == meta["version"]
     with pytest.raises(CheckpointError, match="do not rewrite a checkpoint folder"):
         infer.ModelActor(meta["uri"], expected_version="best-000000000000")
+
+
+def test_shard_settings_never_show_the_s3_secret():
+    settings = ShardSettings(aws={"AWS_SECRET_ACCESS_KEY": "never-shown-secret"})
+    assert "never-shown-secret" not in repr(settings) and "never-shown-secret" not in str(settings)

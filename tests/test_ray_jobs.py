@@ -92,7 +92,10 @@ def ray_head(s3_server):
            f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
            f"--runtime-env-agent-port={free_port()}", "--disable-usage-stats"]
     log = open(os.path.join(temp_dir, "ray-start.log"), "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+    # The head knows nothing of S3, like a shared cluster: a job reaches the bucket only
+    # with the settings `digits job submit` forwards from the submitting shell.
+    head_env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen(cmd, env=head_env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         try:
