@@ -94,8 +94,8 @@ def _piece_belief(probs: np.ndarray, cfg: SegmentConfig) -> float:
 
 def _candidate_score(cand: Candidate, probs: np.ndarray, ref_height: float,
                      cfg: SegmentConfig) -> float:
-    """Log score of reading a candidate: the model's log-probability of its best
-    reading plus the priors on piece sizes, cuts and merges."""
+    """Log score of reading a candidate: the model's belief in each of its digits
+    (:func:`_piece_belief`) plus the priors on piece sizes, cuts, piece counts and merges."""
     # Without the priors the model would happily read half a wide 2 or one half of a
     # broken 4 as a confident digit; with them cuttings into different numbers of
     # digits compare on a fair footing.
