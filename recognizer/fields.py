@@ -84,12 +84,15 @@ def _piece_prior(piece: Piece, ref_height: float, cfg: SegmentConfig) -> float:
 
 def _piece_belief(probs: np.ndarray, cfg: SegmentConfig) -> float:
     """Log score (nats) of the model's reading of one piece: its top log-probability,
-    less a cost for doubt, plus a gain for a clear margin over the runner-up."""
-    second, top = np.sort(np.maximum(probs, 1e-12))[-2:]
+    less a cost for doubt and entropy, plus a gain for a clear margin over the runner-up."""
+    p = np.maximum(probs, 1e-12)
+    second, top = np.sort(p)[-2:]
     log_top = math.log(top)
     doubt = max(-log_top, -math.log(cfg.doubt_level))
+    entropy = -float(np.sum(p * np.log(p)))
     margin = min(math.log(top / second), cfg.margin_cap)
-    return log_top - cfg.doubt_cost * doubt + cfg.margin_gain * margin
+    return (log_top - cfg.doubt_cost * doubt - cfg.entropy_cost * entropy
+            + cfg.margin_gain * margin)
 
 
 def _candidate_score(cand: Candidate, probs: np.ndarray, ref_height: float,

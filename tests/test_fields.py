@@ -178,10 +178,11 @@ def test_doubtful_readings_pay_more_than_their_log_probability():
     cfg = SegmentConfig()
     sure, doubtful = _probs(0.98, 0.01), _probs(0.45, 0.40)
     # A piece the model hesitates over (a fragment, half a digit, two digits in one) pays
-    # its log-probability twice and gets no margin gain, so it loses to a sure reading by
-    # much more than the log-probabilities alone say.
-    assert _piece_belief(doubtful, cfg) == pytest.approx(2 * math.log(0.45) + 0.3 * math.log(0.45 / 0.40),
-                                                         rel=1e-5)
+    # its log-probability twice, pays for its entropy and gets little margin gain, so it
+    # loses to a sure reading by much more than the log-probabilities alone say.
+    entropy = -float(np.sum(doubtful * np.log(doubtful)))
+    expected = 2 * math.log(0.45) - entropy + 0.5 * math.log(0.45 / 0.40)
+    assert _piece_belief(doubtful, cfg) == pytest.approx(expected, rel=1e-5)
     gap = _piece_belief(sure, cfg) - _piece_belief(doubtful, cfg)
     assert gap > 2 * (math.log(0.98) - math.log(0.45))
 
