@@ -82,19 +82,42 @@ def _piece_prior(piece: Piece, ref_height: float, cfg: SegmentConfig) -> float:
     return -cfg.digit_cost - cfg.short_cost * short - cfg.wide_cost * wide
 
 
+def _piece_belief(probs: np.ndarray, cfg: SegmentConfig) -> float:
+    """Log score (nats) of the model's reading of one piece: its top log-probability,
+    less a cost for doubt and entropy, plus a gain for a clear margin over the runner-up."""
+    p = np.maximum(probs, 1e-12)
+    second, top = np.sort(p)[-2:]
+    log_top = math.log(top)
+    doubt = max(-log_top, -math.log(cfg.doubt_level))
+    entropy = -float(np.sum(p * np.log(p)))
+    margin = min(math.log(top / second), cfg.margin_cap)
+    return (log_top - cfg.doubt_cost * doubt - cfg.entropy_cost * entropy
+            + cfg.margin_gain * margin)
+
+
 def _candidate_score(cand: Candidate, probs: np.ndarray, ref_height: float,
                      cfg: SegmentConfig) -> float:
-    """Log score of reading a candidate: the model's log-probability of its best
-    reading plus the priors on piece sizes, cuts and merges."""
+    """Log score of reading a candidate: the model's belief in each of its digits
+    (:func:`_piece_belief`) plus the priors on piece sizes, cuts, piece counts and merges."""
     # Without the priors the model would happily read half a wide 2 or one half of a
     # broken 4 as a confident digit; with them cuttings into different numbers of
     # digits compare on a fair footing.
-    model = float(np.sum(np.log(np.maximum(probs.max(axis=1), 1e-12))))
+    model = sum(_piece_belief(p, cfg) for p in probs)
     prior = sum(_piece_prior(p, ref_height, cfg) for p in cand.pieces)
     # Digits that only touch meet in a few pixels; cutting through a whole stroke
     # (a 0 into two halves) severs many more.
     severed = cfg.junction_cost * cand.junction / ref_height
-    return model + prior - cfg.cut_cost * cand.cuts - cfg.merge_cost * cand.merges - severed
+    return (model + prior - cfg.cut_cost * cand.cuts - cfg.merge_cost * cand.merges - severed
+            - _count_penalty(cand, ref_height, cfg))
+
+
+def _count_penalty(cand: Candidate, ref_height: float, cfg: SegmentConfig) -> float:
+    """Cost (nats, >= 0) of cutting a component into a number of digits its width does
+    not suggest; the model can read a confident digit in a third of a touching pair."""
+    if not cand.cuts:
+        return 0.0
+    span = max(p.box[2] for p in cand.pieces) - min(p.box[0] for p in cand.pieces)
+    return cfg.count_cost * abs(len(cand.pieces) - span / (cfg.digit_ratio * ref_height))
 
 
 def _best_path(lattice: Lattice, scores: list[float], length: int | None) -> list[int]:

@@ -12,8 +12,8 @@ from scipy import ndimage
 import recognizer
 from recognizer import synth
 from recognizer.errors import BlankImage, EmptyImage, NotAnImage, TooManyComponents, TruncatedImage
-from recognizer.fields import FieldResult, read_field, read_fields
-from recognizer.segment import SegmentConfig, ink_map, segment
+from recognizer.fields import FieldResult, _count_penalty, _piece_belief, read_field, read_fields
+from recognizer.segment import Candidate, Piece, SegmentConfig, ink_map, segment
 from recognizer.synth_fields import make_field, make_fields
 
 #: Exact-string rate asserted on separated 4-digit fields with the small 3-epoch test
@@ -163,6 +163,44 @@ def test_broken_strokes_are_merged(model, mnist_test_raw):
     # Merged: the middle piece spans both halves of the broken 0, not one of them.
     left, top, right, bottom = result.boxes[1]
     assert bottom - top >= 0.8 * digits[1].shape[0], result.boxes
+
+
+# --- scoring -----------------------------------------------------------------------------
+
+
+def _probs(top: float, second: float) -> np.ndarray:
+    """A distribution over 10 classes with the given two largest probabilities."""
+    rest = (1.0 - top - second) / 8
+    return np.array([top, second] + [rest] * 8, dtype=np.float32)
+
+
+def test_doubtful_readings_pay_more_than_their_log_probability():
+    cfg = SegmentConfig()
+    sure, doubtful = _probs(0.98, 0.01), _probs(0.45, 0.40)
+    # A piece the model hesitates over (a fragment, half a digit, two digits in one) pays
+    # its log-probability twice, pays for its entropy and gets little margin gain, so it
+    # loses to a sure reading by much more than the log-probabilities alone say.
+    entropy = -float(np.sum(doubtful * np.log(doubtful)))
+    expected = 2 * math.log(0.45) - entropy + 0.5 * math.log(0.45 / 0.40)
+    assert _piece_belief(doubtful, cfg) == pytest.approx(expected, rel=1e-5)
+    gap = _piece_belief(sure, cfg) - _piece_belief(doubtful, cfg)
+    assert gap > 2 * (math.log(0.98) - math.log(0.45))
+
+
+def _cut(boxes: list[tuple[int, int, int, int]]) -> Candidate:
+    pieces = [Piece(np.ones((b[3] - b[1], b[2] - b[0]), np.float32), b) for b in boxes]
+    return Candidate(0, 1, pieces, cuts=len(pieces) - 1)
+
+
+def test_cutting_a_pair_in_three_pays_for_the_count():
+    cfg = SegmentConfig()
+    # A component 60 px wide at a 40 px digit height holds two digits (60 / 0.75 / 40).
+    in_two = _cut([(0, 0, 30, 40), (30, 0, 60, 40)])
+    in_three = _cut([(0, 0, 20, 40), (20, 0, 40, 40), (40, 0, 60, 40)])
+    assert _count_penalty(in_two, 40.0, cfg) == pytest.approx(0.0)
+    assert _count_penalty(in_three, 40.0, cfg) == pytest.approx(cfg.count_cost)
+    whole = Candidate(0, 1, [Piece(np.ones((40, 60), np.float32), (0, 0, 60, 40))])
+    assert _count_penalty(whole, 40.0, cfg) == 0.0  # a whole mark pays the width prior instead
 
 
 # --- bad input ---------------------------------------------------------------------------
