@@ -181,7 +181,8 @@ def test_doubtful_readings_pay_more_than_their_log_probability():
     # its log-probability twice, pays for its entropy and gets little margin gain, so it
     # loses to a sure reading by much more than the log-probabilities alone say.
     entropy = -float(np.sum(doubtful * np.log(doubtful)))
-    expected = 2 * math.log(0.45) - entropy + 0.5 * math.log(0.45 / 0.40)
+    expected = (2 * math.log(0.45) - cfg.entropy_cost * entropy
+                + cfg.margin_gain * math.log(0.45 / 0.40))
     assert _piece_belief(doubtful, cfg) == pytest.approx(expected, rel=1e-5)
     gap = _piece_belief(sure, cfg) - _piece_belief(doubtful, cfg)
     assert gap > 2 * (math.log(0.98) - math.log(0.45))
