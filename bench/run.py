@@ -36,6 +36,38 @@ def _checkpoint(explicit: str | None) -> str:
     sys.exit("no trained checkpoint: run the training section first or pass --checkpoint")
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks of the machine so far, from /proc/stat (Linux); else None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def _conditions(before: tuple[int, int] | None) -> dict:
+    """When a section was measured, and how much CPU the hypervisor took meanwhile: on a
+    shared VM, stolen time slows every number of the section, and it varies by the hour."""
+    out = {"measured_at": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"}
+    after = _cpu_ticks()
+    if before and after and after[1] > before[1]:
+        out["cpu_steal_percent"] = round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+    return out
+
+
+def _conditions_line(results: dict) -> str:
+    c = results.get("conditions")
+    if not c:
+        return ""
+    steal = c.get("cpu_steal_percent")
+    stolen = "" if steal is None else (
+        f"; CPU time taken by the hypervisor (steal) during the section: **{steal}%**"
+        + (" — every figure above is slowed by it" if steal >= 5 else ""))
+    return f"_Measured {c['measured_at']}{stolen}._\n"
+
+
 def _run_section(name: str, data_dir: str, checkpoint: str | None) -> dict:
     module = importlib.import_module(SECTIONS[name])
     if name == "training":
@@ -58,6 +90,7 @@ def write_markdown(path: str) -> None:
             results = json.load(f)
         module = importlib.import_module(module_name)
         parts.append(module.to_markdown(results))
+        parts.append(_conditions_line(results))
     with open(path, "w") as f:
         f.write("\n".join(parts))
 
@@ -82,7 +115,9 @@ def main() -> None:
             print(f"skipping {name}: bench module not present")
             continue
         print(f"== {name}", flush=True)
+        ticks = _cpu_ticks()
         results = _run_section(name, data_dir, args.checkpoint)
+        results["conditions"] = _conditions(ticks)
         with open(os.path.join(RESULTS_DIR, f"{name}.json"), "w") as f:
             json.dump(results, f, indent=2)
     write_markdown(args.output)
