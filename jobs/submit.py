@@ -19,6 +19,7 @@ from recognizer import storage
 #: How long to wait for a new cluster's job agents to come up before giving up.
 AGENT_WAIT_S = 60.0
 
+
 def client(address: str | None):
     """A JobSubmissionClient for address (default ``$RAY_ADDRESS``)."""
     from ray.job_submission import JobSubmissionClient

@@ -32,6 +32,8 @@ from recognizer.models import MODELS, build
 FORMAT = "formdigits-checkpoint"
 FORMAT_VERSION = 1
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "meta.json", "train_state.pt"
+#: meta.json key holding the sha256 of model.pt (checkpoints written since it was added).
+WEIGHTS_HASH = "weights_sha256"
 
 
 def code_version() -> str:
@@ -62,9 +64,13 @@ def save(folder: str, model: nn.Module, meta: dict, train_state: dict | None = N
     if meta.get("model") not in MODELS:
         raise CheckpointError(f"meta['model'] must name a registered model, got {meta.get('model')!r}")
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    weights = _tensor_bytes(state)
+    # The weights' hash in meta.json lets identify() name the version without reading
+    # the weights; loading always hashes the weights themselves.
     full = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "preprocess_version": settings.PREPROCESS_VERSION, **meta}
-    storage.write_bytes(storage.join(folder, MODEL_FILE), _tensor_bytes(state))
+            "preprocess_version": settings.PREPROCESS_VERSION, **meta,
+            WEIGHTS_HASH: hashlib.sha256(weights).hexdigest()}
+    storage.write_bytes(storage.join(folder, MODEL_FILE), weights)
     if train_state is not None:
         storage.write_bytes(storage.join(folder, STATE_FILE), _tensor_bytes(train_state))
     # meta.json last: its presence marks the checkpoint complete.
@@ -134,17 +140,19 @@ def _read_weights(folder: str) -> bytes:
         raise CheckpointError(str(exc)) from exc
 
 
-def _identified(meta: dict, folder: str, raw: bytes) -> dict:
+def _identified(meta: dict, folder: str, digest: str) -> dict:
     """meta plus ``uri`` (the folder used) and ``version`` (model name + weights hash)."""
-    return {**meta, "uri": folder, "version": f"{meta['model']}-{hashlib.sha256(raw).hexdigest()[:12]}"}
+    return {**meta, "uri": folder, "version": f"{meta['model']}-{digest[:12]}"}
 
 
 def identify(uri: str) -> dict:
     """A checkpoint's meta with its ``version`` and ``uri``, without building the model
-    (for drivers that label outputs while actors elsewhere load it)."""
+    (for drivers that label outputs while actors elsewhere load it). Reads only
+    meta.json when it records the weights' hash; older checkpoints' weights are hashed."""
     folder = resolve(uri)
     meta = read_meta(folder)
-    return _identified(meta, folder, _read_weights(folder))
+    digest = meta.get(WEIGHTS_HASH) or hashlib.sha256(_read_weights(folder)).hexdigest()
+    return _identified(meta, folder, digest)
 
 
 def load(uri: str) -> tuple[nn.Module, dict]:
@@ -164,7 +172,7 @@ def load(uri: str) -> tuple[nn.Module, dict]:
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {folder} do not fit model {meta['model']!r}: {exc}") from exc
     model.eval()
-    return model, _identified(meta, folder, raw)
+    return model, _identified(meta, folder, hashlib.sha256(raw).hexdigest())
 
 
 def load_train_state(folder: str) -> dict | None:

@@ -94,3 +94,16 @@ def test_tensor_file_helper_rejects_non_tensors():
     torch.save({"w": [1, 2, 3]}, buf)
     state = checkpoint._safe_load(buf.getvalue(), "x")
     assert state == {"w": [1, 2, 3]}  # plain containers load, but load() demands tensors
+
+
+def test_identify_names_the_loaded_version_with_or_without_a_recorded_hash(trained_checkpoint,
+                                                                          tmp_path):
+    version = recognizer.load(trained_checkpoint).version
+    assert checkpoint.identify(trained_checkpoint)["version"] == version
+    # A checkpoint written before meta.json recorded the weights' hash.
+    old = tmp_path / "old"
+    shutil.copytree(trained_checkpoint, old)
+    meta = json.loads((old / checkpoint.META_FILE).read_text())
+    del meta[checkpoint.WEIGHTS_HASH]
+    (old / checkpoint.META_FILE).write_text(json.dumps(meta))
+    assert checkpoint.identify(str(old))["version"] == version
