@@ -62,10 +62,11 @@ class ModelActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def probabilities(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        """(class probabilities (N, 10), seconds) for an (N, 28, 28) float32 batch."""
+    def probabilities(self, x: np.ndarray, not_a_digit: bool = False) -> tuple[np.ndarray, float]:
+        """(class probabilities, seconds) for an (N, 28, 28) float32 batch: (N, 10), or
+        with ``not_a_digit`` (N, 11) as field reading wants (``Recognizer.predict_tensors``)."""
         start = time.perf_counter()
-        probs = self.model.predict_tensors(x) if len(x) else np.zeros((0, 10), np.float32)
+        probs = self.model.predict_tensors(x, not_a_digit)
         seconds = time.perf_counter() - start
         if self._latency is not None and len(x):
             self._latency.observe(seconds)

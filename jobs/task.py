@@ -105,13 +105,13 @@ class _Fields:
         from recognizer.fields import prepare_fields  # scipy: imported by field jobs only
 
         plan = prepare_fields(images, length=self.length)
-        return plan, (actor.probabilities.remote(plan.inputs) if len(plan.inputs) else None)
+        return plan, (actor.probabilities.remote(plan.inputs, True) if len(plan.inputs) else None)
 
     def collect(self, item: tuple) -> float | None:
         from recognizer.fields import assemble_fields
 
         plan, ref = item
-        probs, seconds = ray.get(ref) if ref is not None else (np.zeros((0, 10), np.float32), None)
+        probs, seconds = ray.get(ref) if ref is not None else (np.zeros((0, 11), np.float32), None)
         for result in assemble_fields(plan, probs):
             if isinstance(result, ImageError):
                 self.texts.append(None)

@@ -69,13 +69,18 @@ def save(folder: str, model: nn.Module, meta: dict, train_state: dict | None = N
     # the weights; loading always hashes the weights themselves.
     full = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "preprocess_version": settings.PREPROCESS_VERSION, **meta,
-            WEIGHTS_HASH: hashlib.sha256(weights).hexdigest()}
+            "classes": _classes(model), WEIGHTS_HASH: hashlib.sha256(weights).hexdigest()}
     storage.write_bytes(storage.join(folder, MODEL_FILE), weights)
     if train_state is not None:
         storage.write_bytes(storage.join(folder, STATE_FILE), _tensor_bytes(train_state))
     # meta.json last: its presence marks the checkpoint complete.
     storage.write_bytes(storage.join(folder, META_FILE),
                         json.dumps(full, indent=2, sort_keys=True).encode())
+
+
+def _classes(model: nn.Module) -> int:
+    """Outputs of the model's last layer: 10 digits, or 11 with NOT_A_DIGIT."""
+    return [m for m in _unwrap(model).modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -125,6 +130,9 @@ def read_meta(folder: str) -> dict:
         raise CheckpointError(f"{folder} is not a formdigits checkpoint")
     if meta.get("model") not in MODELS:
         raise CheckpointError(f"{folder} names unknown model {meta.get('model')!r}")
+    if meta.get("classes", settings.DIGITS) not in (settings.DIGITS, settings.DIGITS + 1):
+        raise CheckpointError(f"{folder} declares {meta.get('classes')!r} classes; a digit model "
+                              "has 10, or 11 with the not-a-digit class")
     if meta.get("preprocess_version") != settings.PREPROCESS_VERSION:
         raise CheckpointError(
             f"{folder} was trained with preprocessing v{meta.get('preprocess_version')}, "
@@ -166,7 +174,7 @@ def load(uri: str) -> tuple[nn.Module, dict]:
     state = _safe_load(raw, f"{folder}/{MODEL_FILE}")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{folder}/{MODEL_FILE} is not a state dict of tensors")
-    model = build(meta["model"])
+    model = build(meta["model"], int(meta.get("classes", settings.DIGITS)))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -44,6 +44,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="worker failures to recover from")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-limit", type=int, help="use only the first N training images")
+    p.add_argument("--field-pieces", type=int, default=d.field_pieces, metavar="FIELDS",
+                   help="also learn the pieces the segmenter cuts from this many fields "
+                        "synthesized from the training digits, with a not-a-digit class "
+                        "for field reading (0: digits only; default %(default)s)")
     p.set_defaults(func=_train)
 
 
@@ -55,7 +59,8 @@ def _train(args: argparse.Namespace) -> int:
                       use_gpu=args.gpu, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, output=args.output, name=args.name,
                       augment=not args.no_augment, max_failures=args.max_failures,
-                      seed=args.seed, train_limit=args.train_limit)
+                      seed=args.seed, train_limit=args.train_limit,
+                      field_pieces=args.field_pieces)
     cfg.validate()
     ray_session.connect()
     result = run(cfg)

@@ -25,6 +25,7 @@ import numpy as np
 from recognizer.errors import ImageError
 from recognizer.preprocess import as_image_list, decode, normalize_stack
 from recognizer.segment import Candidate, Lattice, Piece, SegmentConfig, segment
+from recognizer.settings import DIGITS, NOT_A_DIGIT
 
 if TYPE_CHECKING:  # the model (and torch) is needed only by read_fields' caller
     from recognizer.predict import Recognizer
@@ -54,7 +55,7 @@ class FieldResult:
                 "confidence": self.confidence, "boxes": [list(b) for b in self.boxes]}
 
 
-def _model_inputs(pieces: list[Piece]) -> np.ndarray:
+def model_inputs(pieces: list[Piece]) -> np.ndarray:
     """Model inputs for a field's pieces, normalised together as one stack.
 
     A piece's ink is light on dark; on a canvas of paper (zeros) it is a small greyscale
@@ -83,16 +84,20 @@ def _piece_prior(piece: Piece, ref_height: float, cfg: SegmentConfig) -> float:
 
 
 def _piece_belief(probs: np.ndarray, cfg: SegmentConfig) -> float:
-    """Log score (nats) of the model's reading of one piece: its top log-probability,
-    less a cost for doubt and entropy, plus a gain for a clear margin over the runner-up."""
-    p = np.maximum(probs, 1e-12)
+    """Log score (nats) of the model's reading of one piece from its probabilities (11:
+    the digits and NOT_A_DIGIT): the top digit's log-probability among the digits, less a
+    cost for doubt and entropy, plus a gain for a clear margin over the runner-up, less
+    a cost per nat of the model's belief that the piece is not one digit at all."""
+    digits = probs[:DIGITS]
+    p = np.maximum(digits / max(float(digits.sum()), 1e-12), 1e-12)
     second, top = np.sort(p)[-2:]
     log_top = math.log(top)
     doubt = max(-log_top, -math.log(cfg.doubt_level))
     entropy = -float(np.sum(p * np.log(p)))
     margin = min(math.log(top / second), cfg.margin_cap)
+    whole = math.log(max(1.0 - float(probs[NOT_A_DIGIT]), 1e-12)) if len(probs) > DIGITS else 0.0
     return (log_top - cfg.doubt_cost * doubt - cfg.entropy_cost * entropy
-            + cfg.margin_gain * margin)
+            + cfg.margin_gain * margin + cfg.not_a_digit_cost * whole)
 
 
 def _candidate_score(cand: Candidate, probs: np.ndarray, ref_height: float,
@@ -168,7 +173,7 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
     for item in as_image_list(images):
         try:
             lattice = segment(decode(item), config, length)
-            pieces = _model_inputs([p for c in lattice.candidates for p in c.pieces])
+            pieces = model_inputs([p for c in lattice.candidates for p in c.pieces])
         except ImageError as exc:
             entries.append(exc)
             continue
@@ -179,8 +184,13 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
 
 
 def assemble_fields(plan: FieldPlan, probs: np.ndarray) -> list[FieldResult | ImageError]:
-    """Pick each field's best chain of candidates from the pieces' probabilities (N, 10)
-    and spell out the strings: one :class:`FieldResult` or :class:`ImageError` per image."""
+    """Pick each field's best chain of candidates from the pieces' probabilities and spell
+    out the strings: one :class:`FieldResult` or :class:`ImageError` per image.
+
+    ``probs``: (N, 11) from ``predict_tensors(plan.inputs, not_a_digit=True)``, or (N, 10)
+    from a model without the not-a-digit class. A digit's confidence is the model's
+    probability that its piece is that digit.
+    """
     results: list[FieldResult | ImageError] = []
     at = 0
     for entry in plan.entries:
@@ -196,8 +206,8 @@ def assemble_fields(plan: FieldPlan, probs: np.ndarray) -> list[FieldResult | Im
         text, confs, boxes = [], [], []
         for i in _best_path(entry, scores, plan.length):
             for piece, p in zip(entry.candidates[i].pieces, per_candidate[i], strict=True):
-                text.append(str(int(p.argmax())))
-                confs.append(float(p.max()))
+                text.append(str(int(p[:DIGITS].argmax())))
+                confs.append(float(p[:DIGITS].max()))
                 boxes.append(piece.box)
         results.append(FieldResult("".join(text), tuple(confs), math.prod(confs), tuple(boxes)))
     return results
@@ -217,7 +227,7 @@ def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.nda
     and the choice of cuttings towards readings of that length.
     """
     plan = prepare_fields(images, config, length)
-    probs = model.predict_tensors(plan.inputs) if len(plan.inputs) else np.zeros((0, 10), np.float32)
+    probs = model.predict_tensors(plan.inputs, not_a_digit=True)
     return assemble_fields(plan, probs)
 
 

@@ -51,15 +51,26 @@ class Recognizer:
     def version(self) -> str:
         return self.meta["version"]
 
-    def predict_tensors(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, 10) for preprocessed (N, 28, 28) inputs."""
-        out = np.empty((len(x), 10), dtype=np.float32)
+    @property
+    def classes(self) -> int:
+        """10, or 11 when the model also knows ``settings.NOT_A_DIGIT``."""
+        return int(self.meta.get("classes", settings.DIGITS))
+
+    def predict_tensors(self, x: np.ndarray, not_a_digit: bool = False) -> np.ndarray:
+        """Class probabilities for preprocessed (N, 28, 28) inputs: (N, 10) over the digits,
+        or with ``not_a_digit`` (N, 11) whose last column is the chance that the input is
+        not one whole digit (0 from a model without that class)."""
+        width = settings.DIGITS + 1 if not_a_digit else settings.DIGITS
+        out = np.zeros((len(x), width), dtype=np.float32)
         with torch.inference_mode():
             for i in range(0, len(x), self.batch_size):
                 # A copy: arrays from the Ray object store are read-only.
                 xb = torch.from_numpy(np.array(x[i:i + self.batch_size], dtype=np.float32))
-                logits = self.model(xb.unsqueeze(1).to(self.device))
-                out[i:i + len(xb)] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+                logits = self.model(xb.unsqueeze(1).to(self.device)).float()
+                # A single digit is one of ten: the not-a-digit logit is left out, not
+                # renormalised away.
+                probs = torch.softmax(logits if not_a_digit else logits[:, :settings.DIGITS], dim=1)
+                out[i:i + len(xb), :probs.shape[1]] = probs.cpu().numpy()
         return out
 
     def predict(self, images: Sequence[bytes | np.ndarray] | np.ndarray) -> Predictions:
@@ -67,7 +78,7 @@ class Recognizer:
         items = as_image_list(images)
         x, errors = preprocess_many(items)
         ok = np.array([e is None for e in errors], dtype=bool)
-        probs = np.zeros((len(items), 10), dtype=np.float32)
+        probs = np.zeros((len(items), settings.DIGITS), dtype=np.float32)
         if ok.any():
             probs[ok] = self.predict_tensors(x[ok])
         labels = np.where(ok, probs.argmax(1), -1).astype(np.int64)

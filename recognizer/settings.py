@@ -26,6 +26,12 @@ IMAGE_SIZE = 28
 #: ... with the digit's longer side fitted to this many.
 DIGIT_BOX = 20
 
+#: The digit classes 0-9 ...
+DIGITS = 10
+#: ... and the index of the extra class of models trained on field pieces: a piece of a
+#: field that is not one whole digit (see recognizer.field_pieces).
+NOT_A_DIGIT = 10
+
 #: Default model of the registry.
 DEFAULT_MODEL = "best"
 

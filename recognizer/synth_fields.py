@@ -69,6 +69,13 @@ def make_field(digits_u8: Sequence[np.ndarray], rng: np.random.Generator,
     digit height separates them. Digit heights vary by -20%..+25%, slant by +-0.25 and
     baseline by about 8% of the height.
     """
+    return make_field_with_spans(digits_u8, rng, touching_prob, height)[0]
+
+
+def make_field_with_spans(digits_u8: Sequence[np.ndarray], rng: np.random.Generator,
+                          touching_prob: float = 0.1, height: int = BASE_HEIGHT
+                          ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """:func:`make_field`, and where each digit's ink lies: its columns [left, right)."""
     if not len(digits_u8):
         raise ValueError("a field needs at least one digit")
     rendered = [_render_digit(d, rng, height * rng.uniform(0.8, 1.25), rng.uniform(-0.25, 0.25))
@@ -80,6 +87,7 @@ def make_field(digits_u8: Sequence[np.ndarray], rng: np.random.Generator,
     canvas = np.zeros((canvas_h, canvas_w), dtype=np.float32)
     baseline = margin + tallest + int(0.15 * height)
     x = margin
+    spans = []
     for i, ink in enumerate(rendered):
         h, w = ink.shape
         jitter = int(round(rng.normal(0, 0.08 * height)))
@@ -92,12 +100,13 @@ def make_field(digits_u8: Sequence[np.ndarray], rng: np.random.Generator,
             left = x + int(rng.integers(2, max(3, int(0.6 * height))))
         region = canvas[top:top + h, left:left + w]
         np.maximum(region, ink, out=region)
+        spans.append((left, left + w))
         x = left + w
     canvas = canvas[:, :x + margin]
     paper = rng.uniform(215, 250)
     darkness = rng.uniform(0.75, 1.0) * paper
     page = paper - canvas * darkness + rng.normal(0, 3.0, canvas.shape)
-    return np.clip(page, 0, 255).astype(np.uint8)
+    return np.clip(page, 0, 255).astype(np.uint8), spans
 
 
 def make_fields(images: np.ndarray, labels: np.ndarray, length: int, count: int,

@@ -48,6 +48,11 @@ class TrainConfig:
     num_to_keep: int = 2
     train_limit: int | None = None
     test_limit: int | None = None
+    #: Fields synthesized from the training digits and cut by the segmenter; their pieces
+    #: join the training data, the ones that are not one digit as an eleventh class
+    #: (recognizer.field_pieces), so that field reading can tell cuts from digits.
+    #: 0 trains a plain ten-digit classifier.
+    field_pieces: int = 1000
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
@@ -58,6 +63,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size < self.workers:
             raise ConfigError("batch_size must be at least the number of workers")
+        if self.field_pieces < 0:
+            raise ConfigError(f"field_pieces must not be negative, got {self.field_pieces}")
 
 
 @dataclass
@@ -87,7 +94,8 @@ def _evaluate(model, x: torch.Tensor, y: torch.Tensor, device, batch: int = 1000
             xb, yb = x[i:i + batch].to(device), y[i:i + batch].to(device)
             out = model(xb)
             loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
-            correct += (out.argmax(1) == yb).sum().item()
+            # Scored as users get it: the most likely of the ten digits.
+            correct += (out[:, :settings.DIGITS].argmax(1) == yb).sum().item()
     return loss_sum, correct
 
 
@@ -181,7 +189,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     test_x = torch.tensor(test_x[rank::world]).unsqueeze(1)
     test_y = torch.tensor(test_y[rank::world])
 
-    model = ray.train.torch.prepare_model(build(cfg["model"]))
+    model = ray.train.torch.prepare_model(build(cfg["model"], cfg["classes"]))
     per_worker = max(1, cfg["batch_size"] // world)
     shard_len = len(train_y) // world
     steps = math.ceil(shard_len / per_worker)
@@ -249,7 +257,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 meta = {"model": cfg["model"], "data": cfg["data_source"],
                         "epochs": epoch + 1, "epochs_planned": cfg["epochs"],
                         "accuracy": metrics["val_accuracy"], "loss": metrics["val_loss"],
-                        "train_images": int(len(train_y)), "workers": world,
+                        "train_images": cfg["train_images"], "field_pieces": cfg["field_pieces_cut"],
+                        "workers": world,
                         "code_version": cfg["code_version"], "history": history,
                         "recipe": cfg["recipe"]}
                 state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
@@ -269,6 +278,20 @@ def _limit(d: data.Digits, n: int | None) -> tuple[np.ndarray, np.ndarray]:
     return d.images[:n], d.labels[:n]
 
 
+def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(images, labels, classes, pieces): the training digits and, with
+    ``cfg.field_pieces``, the pieces cut from fields synthesized from them."""
+    from recognizer import field_pieces
+
+    x, y = _limit(train_d, cfg.train_limit)
+    if not cfg.field_pieces:
+        return x, y, settings.DIGITS, 0
+    px, py = field_pieces.cut_pieces(x, y, cfg.field_pieces, np.random.default_rng(cfg.seed),
+                                     progress=progress)
+    return np.concatenate([x, px]), np.concatenate([y, py]), settings.DIGITS + 1, len(py)
+
+
 def run(cfg: TrainConfig) -> TrainResult:
     """Train with Ray Train on the connected Ray cluster; returns the final checkpoint URI."""
     import ray
@@ -280,11 +303,15 @@ def run(cfg: TrainConfig) -> TrainResult:
     test_d = data.load(settings.data_dir(cfg.data), "test")
     recipe = {k: v for k, v in asdict(cfg).items()
               if k in ("model", "epochs", "batch_size", "lr", "weight_decay",
-                       "label_smoothing", "ema_decay", "augment", "seed")}
+                       "label_smoothing", "ema_decay", "augment", "seed", "field_pieces")}
+    train_x, train_y, classes, pieces = training_set(train_d, cfg, progress=True)
     loop_cfg = {
         **recipe,
+        "classes": classes,
+        "train_images": len(train_y) - pieces,
+        "field_pieces_cut": pieces,
         "augment_config": asdict(cfg.augment_config),
-        "train_ref": ray.put(_limit(train_d, cfg.train_limit)),
+        "train_ref": ray.put((train_x, train_y)),
         "test_ref": ray.put(_limit(test_d, cfg.test_limit)),
         "data_source": train_d.source,
         "code_version": checkpoint.code_version(),
@@ -331,11 +358,12 @@ def fit_in_process(cfg: TrainConfig, train_d: data.Digits, test_d: data.Digits,
     cfg.validate()
     loop = {**asdict(cfg)}
     torch.manual_seed(cfg.seed)
-    x = torch.tensor(train_d.images).unsqueeze(1)
-    y = torch.tensor(train_d.labels)
+    train_x, train_y, classes, pieces = training_set(train_d, cfg)
+    x = torch.tensor(train_x).unsqueeze(1)
+    y = torch.tensor(train_y)
     tx = torch.tensor(test_d.images).unsqueeze(1)
     ty = torch.tensor(test_d.labels)
-    model = build(cfg.model)
+    model = build(cfg.model, classes)
     steps = math.ceil(len(y) / cfg.batch_size)
     optimizer, schedule = make_optimizer(model, loop, steps)
     history: list[dict] = []
@@ -356,7 +384,8 @@ def fit_in_process(cfg: TrainConfig, train_d: data.Digits, test_d: data.Digits,
     checkpoint.save(folder, model, {
         "model": cfg.model, "data": train_d.source, "epochs": cfg.epochs,
         "accuracy": last["val_accuracy"], "loss": last["val_loss"],
-        "train_images": len(y), "workers": 1, "code_version": checkpoint.code_version(),
-        "history": history, "recipe": {k: loop[k] for k in ("model", "epochs", "lr")},
+        "train_images": len(y) - pieces, "field_pieces": pieces, "workers": 1,
+        "code_version": checkpoint.code_version(), "history": history,
+        "recipe": {k: loop[k] for k in ("model", "epochs", "lr", "field_pieces")},
     })
     return last

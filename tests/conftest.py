@@ -98,7 +98,8 @@ def trained_checkpoint(mnist_dir, tmp_path_factory) -> str:
     folder = str(tmp_path_factory.mktemp("ckpt") / "model")
     train = data.load(mnist_dir, "train")
     test = data.load(mnist_dir, "test")
-    cfg = TrainConfig(model="best", epochs=3, batch_size=128, lr=4e-3)
+    # The default recipe in small: field pieces too, so fields are read as in production.
+    cfg = TrainConfig(model="best", epochs=3, batch_size=128, lr=4e-3, field_pieces=300)
     fit_in_process(cfg, train, data.Digits(test.images[:2000], test.labels[:2000], test.source),
                    folder)
     return folder

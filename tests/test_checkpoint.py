@@ -107,3 +107,26 @@ def test_identify_names_the_loaded_version_with_or_without_a_recorded_hash(train
     del meta[checkpoint.WEIGHTS_HASH]
     (old / checkpoint.META_FILE).write_text(json.dumps(meta))
     assert checkpoint.identify(str(old))["version"] == version
+
+
+def test_checkpoints_record_their_classes_and_older_ones_have_ten(trained_checkpoint, tmp_path,
+                                                                   mnist_test):
+    from recognizer.models import build
+
+    assert checkpoint.read_meta(trained_checkpoint)["classes"] == 11
+    # A ten-class model, saved as before the not-a-digit class existed (no "classes").
+    old = tmp_path / "ten"
+    checkpoint.save(str(old), build("best"), {"model": "best"})
+    meta = json.loads((old / checkpoint.META_FILE).read_text())
+    assert meta.pop("classes") == 10
+    (old / checkpoint.META_FILE).write_text(json.dumps(meta))
+    model = recognizer.load(str(old))
+    assert model.classes == 10
+    probs = model.predict_tensors(mnist_test.images[:8], not_a_digit=True)
+    assert probs.shape == (8, 11) and not probs[:, 10].any()
+    assert np.allclose(probs[:, :10].sum(1), 1.0, atol=1e-5)
+    # A count that is no digit model's is refused with what is wrong.
+    meta["classes"] = 12
+    (old / checkpoint.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="12 classes"):
+        recognizer.load(str(old))

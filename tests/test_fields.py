@@ -223,10 +223,11 @@ def test_too_many_components_is_an_error_that_says_so(model):
         page[20 + 40 * row:30 + 40 * row, 5 + 20 * col:13 + 20 * col] = 20
     with pytest.raises(TooManyComponents, match="60 separate marks; at most 40"):
         read_field(model, page)
-    # The limit is configurable. The blocks of a column stack like a broken digit and
-    # neighbouring columns may be read as one mark, so 15 to 30 digits come out.
+    # The limit is configurable: the page is then read, for what it is worth. Blocks are
+    # no digits, and a model that knows "not a digit" gives none of them any confidence.
     result = read_field(model, page, SegmentConfig(max_components=100))
-    assert isinstance(result, FieldResult) and len(result.text) >= 15
+    assert isinstance(result, FieldResult) and result.text
+    assert max(result.confidences) < 0.5, result.confidences
 
 
 def test_bad_images_error_per_item_and_keep_order(model, mnist_test_raw):

@@ -13,8 +13,10 @@ from recognizer.train import TrainConfig, run
 
 
 def _cfg(mnist_dir: str, output: str, name: str, epochs: int) -> TrainConfig:
+    # A few field pieces, so the workers train the not-a-digit class as the default recipe does.
     return TrainConfig(data=mnist_dir, model="best", workers=2, epochs=epochs, output=output,
-                       name=name, train_limit=2000, test_limit=1000, batch_size=64)
+                       name=name, train_limit=2000, test_limit=1000, batch_size=64,
+                       field_pieces=100)
 
 
 def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_path):
@@ -27,6 +29,8 @@ def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_pa
            == mnist_test.labels[5000:6000]).mean()
     assert acc > 0.6  # held-out images the run never scored
     assert model.meta["workers"] == 2 and len(model.meta["history"]) == 2
+    assert model.classes == 11 and model.meta["train_images"] == 2000
+    assert model.meta["field_pieces"] > 500  # about 15 pieces per synthesized field
 
     # Same output and name: Ray Train restores the run and trains only the missing epoch.
     second = run(_cfg(mnist_dir, out, "learn", epochs=3))

@@ -1,0 +1,94 @@
+"""Training examples for reading fields: the pieces the segmenter cuts out of
+synthesized fields of *training* digits, labelled with what they really are.
+
+A model trained on single digits alone reads confidently what is not one digit: two
+touching digits taken as one (a "37" read as a 3), half of a cut digit, a digit with a
+stroke of its neighbour. Field reading weighs candidate cuttings by the model's belief,
+so it needs a model that can say "this is not one digit". Training on the segmenter's own
+pieces gives it that class (``settings.NOT_A_DIGIT``) and shows it the right cuts of
+touching digits as the digits they are.
+
+A piece is labelled from where the synthesizer put each digit's ink (its columns):
+
+* one digit's: it spans at least ``WHOLE`` of that digit and at least ``PURE`` of it
+  is that digit -> the digit's label;
+* not one digit: it spans half or more of two digits or more, or no digit's half, or
+  clearly less than one digit or clearly more -> ``NOT_A_DIGIT``;
+* in between: left out, so that borderline cuts teach nothing either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recognizer.fields import model_inputs
+from recognizer.segment import Piece, SegmentConfig, segment
+from recognizer.settings import NOT_A_DIGIT
+from recognizer.synth_fields import make_field_with_spans
+
+#: A piece is one digit when it spans this share of the digit's columns ...
+WHOLE = 0.85
+#: ... and this share of the piece's columns belong to that digit.
+PURE = 0.8
+#: Below these it is not one digit (a fragment, or a digit with much of its neighbour).
+FRAGMENT = 0.7
+IMPURE = 0.6
+#: Digits per synthesized field, and the share of neighbouring pairs that touch (more
+#: than in the benchmark's fields: touching pairs are where the segmenter errs).
+FIELD_LENGTH = 5
+TOUCHING = 0.3
+
+
+def label_piece(piece: Piece, spans: list[tuple[int, int]], labels: list[int]) -> int | None:
+    """The class of a piece cut from a field whose digits' ink lies in columns ``spans``
+    (left to right, with their ``labels``): a digit, ``NOT_A_DIGIT``, or None (unclear)."""
+    left, right = piece.box[0], piece.box[2]
+    shared = [max(0, min(right, r) - max(left, lo)) for lo, r in spans]
+    cover = [s / (r - lo) for s, (lo, r) in zip(shared, spans, strict=True)]
+    inside = [k for k, c in enumerate(cover) if c >= 0.5]
+    if len(inside) != 1:
+        return NOT_A_DIGIT
+    k = inside[0]
+    purity = shared[k] / max(1, right - left)
+    if cover[k] >= WHOLE and purity >= PURE:
+        return labels[k]
+    if cover[k] < FRAGMENT or purity < IMPURE:
+        return NOT_A_DIGIT
+    return None
+
+
+def cut_pieces(digits: np.ndarray, labels: np.ndarray, fields: int, rng: np.random.Generator,
+               config: SegmentConfig | None = None, progress: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs (M, 28, 28) float32 and labels (M,) int64 of the pieces that
+    :func:`recognizer.segment.segment` cuts from ``fields`` synthesized fields.
+
+    ``digits``: light-on-dark digits, uint8 or float in [0, 1] (raw MNIST or the training
+    set after preprocessing, so any data source works); ``labels`` their classes.
+    """
+    from tqdm import tqdm
+
+    config = config or SegmentConfig()
+    if len(digits) != len(labels) or not len(digits):
+        raise ValueError("digits and labels must be non-empty and of the same length")
+    if digits.dtype != np.uint8:
+        digits = np.clip(np.rint(np.asarray(digits) * 255.0), 0, 255).astype(np.uint8)
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    for _ in tqdm(range(fields), desc="cutting field pieces", unit="field", disable=not progress):
+        picks = rng.integers(0, len(digits), FIELD_LENGTH)
+        image, spans = make_field_with_spans([digits[i] for i in picks], rng, TOUCHING)
+        truth = [int(labels[i]) for i in picks]
+        pieces, classes = [], []
+        for cand in segment(image, config).candidates:
+            for piece in cand.pieces:
+                label = label_piece(piece, spans, truth)
+                if label is not None:
+                    pieces.append(piece)
+                    classes.append(label)
+        if pieces:
+            xs.append(model_inputs(pieces))
+            ys.extend(classes)
+    if not xs:
+        return np.zeros((0, 28, 28), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(xs), np.asarray(ys, dtype=np.int64)
