@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from recognizer import checkpoint, data, settings, storage
 from recognizer.augment import AugmentConfig, augment
-from recognizer.errors import ConfigError
+from recognizer.errors import CheckpointError, ConfigError
 from recognizer.models import MODELS, build
 
 
@@ -292,6 +292,23 @@ def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
     return np.concatenate([x, px]), np.concatenate([y, py]), settings.DIGITS + 1, len(py)
 
 
+def check_resumable(cfg: TrainConfig) -> None:
+    """Refuse, before any work, to resume a run whose checkpoints have another number of
+    classes than ``cfg`` trains (a run begun with or without ``field_pieces``)."""
+    root = cfg.output if storage.is_s3(cfg.output) else os.path.abspath(cfg.output)
+    run_uri = storage.join(root, cfg.name)
+    try:
+        meta = checkpoint.read_meta(checkpoint.resolve(run_uri))
+    except CheckpointError:
+        return  # nothing to resume
+    have = int(meta.get("classes", settings.DIGITS))
+    want = settings.DIGITS + 1 if cfg.field_pieces else settings.DIGITS
+    if have != want:
+        hint = "--field-pieces 0" if have == settings.DIGITS else "--field-pieces N (N > 0)"
+        raise ConfigError(f"run {run_uri} holds a {have}-class model but this recipe trains {want} "
+                          f"classes: resume it with {hint}, or start a new run with another --name")
+
+
 def run(cfg: TrainConfig) -> TrainResult:
     """Train with Ray Train on the connected Ray cluster; returns the final checkpoint URI."""
     import ray
@@ -299,6 +316,7 @@ def run(cfg: TrainConfig) -> TrainResult:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     cfg.validate()
+    check_resumable(cfg)
     train_d = data.load(settings.data_dir(cfg.data), "train")
     test_d = data.load(settings.data_dir(cfg.data), "test")
     recipe = {k: v for k, v in asdict(cfg).items()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
 
+import pytest
+
 import recognizer
 from recognizer import checkpoint
-from recognizer.train import TrainConfig, run
+from recognizer.errors import ConfigError
+from recognizer.train import TrainConfig, check_resumable, run
 
 
 def _cfg(mnist_dir: str, output: str, name: str, epochs: int) -> TrainConfig:
@@ -72,3 +76,13 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_cluster, mnist_dir, tmp
     state = checkpoint.load_train_state(final.checkpoint)
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
     assert victims[-1] not in _train_worker_pids()
+
+
+def test_a_run_is_not_resumed_with_another_number_of_classes(trained_checkpoint, tmp_path):
+    # A run whose checkpoint learned the not-a-digit class (11 outputs) ...
+    shutil.copytree(trained_checkpoint, tmp_path / "runs" / "old" / "checkpoint_epoch0003")
+    check_resumable(TrainConfig(output=str(tmp_path / "runs"), name="old"))
+    check_resumable(TrainConfig(output=str(tmp_path / "runs"), name="new", field_pieces=0))
+    # ... cannot go on as a ten-digit classifier: refused before any work, with the fix.
+    with pytest.raises(ConfigError, match="11-class model.*--field-pieces N"):
+        check_resumable(TrainConfig(output=str(tmp_path / "runs"), name="old", field_pieces=0))
