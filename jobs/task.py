@@ -17,7 +17,7 @@ import ray
 
 from jobs import sink, source
 from jobs.errors import ShardError
-from recognizer import storage
+from recognizer import settings, storage
 from recognizer.errors import DigitsError, ImageError
 from recognizer.preprocess import preprocess_many
 
@@ -111,7 +111,8 @@ class _Fields:
         from recognizer.fields import assemble_fields
 
         plan, ref = item
-        probs, seconds = ray.get(ref) if ref is not None else (np.zeros((0, 11), np.float32), None)
+        none = np.zeros((0, settings.DIGITS + 1), np.float32)
+        probs, seconds = ray.get(ref) if ref is not None else (none, None)
         for result in assemble_fields(plan, probs):
             if isinstance(result, ImageError):
                 self.texts.append(None)
