@@ -138,11 +138,7 @@ def run_job(cfg: JobConfig) -> dict:
                 todo.append(uri)
         if todo:
             run = _ShardRun(cfg, meta, metrics, bar, t0)
-            run.start_actors(job_id, n_actors, gpus_per_actor)
-            try:
-                results += run.process(todo, max_in_flight)
-            finally:
-                run.stop_actors()
+            results += run.process(todo, max_in_flight, job_id, n_actors, gpus_per_actor)
         summary = _summary(cfg, job_id, meta, shards, results, started, time.perf_counter() - t0)
         metrics.throughput.set(summary["images_per_second"])
         sink.write_summary(cfg.output, summary)
@@ -168,20 +164,22 @@ class _ShardRun:
         self.actors: list = []
         self.images = 0
 
-    def start_actors(self, job_id: str, count: int, gpus_per_actor: float) -> None:
+    def process(self, todo: list[str], max_in_flight: int, job_id: str, n_actors: int,
+                gpus_per_actor: float) -> list[ShardResult]:
+        """Start the model actors, run a task per shard (at most max_in_flight at once) and
+        stop the actors; results in finishing order."""
+        cfg = self.cfg
         # The folder the driver identified (not a run folder that may gain a newer
         # checkpoint mid-job), checked against the version the rows are labelled with.
-        cfg = self.cfg
-        self.actors = infer.start_actors(self.meta["uri"], count, cfg.actor_cpus, gpus_per_actor,
-                                         cfg.actor_threads, job_id, self.meta["version"],
-                                         self.aws)
+        self.actors = infer.start_actors(self.meta["uri"], n_actors, cfg.actor_cpus, gpus_per_actor,
+                                         cfg.actor_threads, job_id, self.meta["version"], self.aws)
+        try:
+            return self._run_tasks(todo, max_in_flight)
+        finally:
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
 
-    def stop_actors(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
-
-    def process(self, todo: list[str], max_in_flight: int) -> list[ShardResult]:
-        """Run a task per shard, at most max_in_flight at once; results in finishing order."""
+    def _run_tasks(self, todo: list[str], max_in_flight: int) -> list[ShardResult]:
         cfg = self.cfg
         loading = self.actors[0].info.remote()
         settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,

@@ -111,8 +111,10 @@ class _Fields:
         from recognizer.fields import assemble_fields
 
         plan, ref = item
-        none = np.zeros((0, settings.DIGITS + 1), np.float32)
-        probs, seconds = ray.get(ref) if ref is not None else (none, None)
+        if ref is None:  # no piece to read: every field of the batch failed
+            probs, seconds = np.zeros((0, settings.DIGITS + 1), np.float32), None
+        else:
+            probs, seconds = ray.get(ref)
         for result in assemble_fields(plan, probs):
             if isinstance(result, ImageError):
                 self.texts.append(None)

@@ -282,6 +282,8 @@ def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(images, labels, classes, pieces): the training digits and, with
     ``cfg.field_pieces``, the pieces cut from fields synthesized from them."""
+    # Here, not at the top: Ray Train workers import this module, and have no use for
+    # the segmenter (scipy) that field_pieces brings.
     from recognizer import field_pieces
 
     x, y = _limit(train_d, cfg.train_limit)
