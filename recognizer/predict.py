@@ -44,6 +44,7 @@ class Recognizer:
                  batch_size: int = settings.PREDICT_BATCH_SIZE):
         self.device = device or select_device()
         self.model = model.to(self.device).eval()
+        self._net = _for_inference(self.model)
         self.meta = meta
         self.batch_size = batch_size
 
@@ -66,7 +67,7 @@ class Recognizer:
             for i in range(0, len(x), self.batch_size):
                 # A copy: arrays from the Ray object store are read-only.
                 xb = torch.from_numpy(np.array(x[i:i + self.batch_size], dtype=np.float32))
-                logits = self.model(xb.unsqueeze(1).to(self.device)).float()
+                logits = self._net(xb.unsqueeze(1).to(self.device)).float()
                 # A single digit is one of ten: the not-a-digit logit is left out, not
                 # renormalised away.
                 probs = torch.softmax(logits if not_a_digit else logits[:, :settings.DIGITS], dim=1)
@@ -83,6 +84,18 @@ class Recognizer:
             probs[ok] = self.predict_tensors(x[ok])
         labels = np.where(ok, probs.argmax(1), -1).astype(np.int64)
         return Predictions(labels, probs.max(1), probs, errors)
+
+
+def _for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of an eval-mode model with each batch norm folded into the convolution
+    before it: the same function to float rounding, and 1.3-1.5x faster on this machine's
+    CPUs (bench/RESULTS.md). ``model`` itself stays as loaded (it is what gets saved)."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model)
+    except Exception:  # noqa: BLE001 - a model torch.fx cannot trace simply runs unfused
+        return model
 
 
 def load(uri: str, device: torch.device | str | None = None,

@@ -14,6 +14,7 @@ import torch
 import recognizer
 from recognizer import checkpoint, storage
 from recognizer.errors import CheckpointError
+from recognizer.preprocess import preprocess_many
 
 
 class Payload:
@@ -130,3 +131,16 @@ def test_checkpoints_record_their_classes_and_older_ones_have_ten(trained_checkp
     (old / checkpoint.META_FILE).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="12 classes"):
         recognizer.load(str(old))
+
+
+def test_inference_folds_batch_norm_into_the_convolutions_without_changing_outputs(
+        trained_checkpoint, mnist_test_raw):
+    loaded = recognizer.load(trained_checkpoint)
+    images, _ = mnist_test_raw
+    x = torch.from_numpy(preprocess_many(list(images[:200]))[0])[:, None]
+    fused = loaded._net
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    # The model as loaded (what gets saved) keeps its batch norms.
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.model.modules())
+    with torch.inference_mode():
+        assert torch.allclose(fused(x), loaded.model(x), atol=1e-4)

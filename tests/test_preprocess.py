@@ -197,3 +197,30 @@ def test_synthesized_scans_keep_their_label(trained_checkpoint, mnist_test_raw):
         rates[kind] = float((result.labels == clean).mean())
     print("agreement with the clean digit:", {k: f"{v:.1%}" for k, v in rates.items()})
     assert min(rates.values()) >= 0.90, rates
+
+
+def test_crop_fitting_gives_pillows_bilinear_pixels_exactly():
+    # The model was trained on Pillow's bilinear resize; the faster call path must not
+    # move a single pixel.
+    from recognizer.preprocess import _fit
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 120, size=2))
+        crop = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
+        scale = 20 / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        expected = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
+        assert np.array_equal(_fit(crop, 20), expected), (h, w)
+
+
+def test_ink_is_measured_from_the_paper_in_each_images_own_direction():
+    from recognizer.preprocess import _ink
+
+    rng = np.random.default_rng(4)
+    greys = rng.integers(0, 256, size=(9, 12, 12), dtype=np.uint8)
+    for papers in ([200] * 9, [30] * 9, [200, 30, 128, 127, 255, 0, 90, 180, 140]):
+        paper = np.array(papers, np.uint8)[:, None, None]
+        expected = np.where(paper > 127, paper - np.minimum(greys, paper),
+                            np.maximum(greys, paper) - paper)
+        assert np.array_equal(_ink(greys, paper), expected)
