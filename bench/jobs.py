@@ -48,8 +48,8 @@ def _role(pid: int, name: str, me: int) -> str:
 
 
 class _Sampler:
-    """Samples, while a job runs, the RSS of this process plus every descendant of this
-    Ray node's raylet (the peak), and each process's CPU time (by role, per image)."""
+    """Samples, while a job runs, the RSS (the peak) and CPU time (by role) of this process,
+    its descendants, and this Ray node's raylet with every process under it."""
 
     def __init__(self, interval: float = 0.5):
         import psutil
@@ -64,7 +64,7 @@ class _Sampler:
         # pid -> (role, CPU seconds when first seen, latest CPU seconds): processes that
         # exit mid-job (the actor is killed at the end) keep their last sample.
         self._cpu: dict[int, list] = {}
-        self._started: float | None = None
+        self._running = False
         self._stop = threading.Event()
         self._interval = interval
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -87,7 +87,7 @@ class _Sampler:
                 continue
             role = _role(p.pid, name, self._me.pid)
             # A process born during the job counts all of its CPU time.
-            seen = self._cpu.setdefault(p.pid, [role, cpu if self._started is None else 0.0, cpu])
+            seen = self._cpu.setdefault(p.pid, [role, cpu if not self._running else 0.0, cpu])
             seen[2] = cpu
             if role in ("shard tasks", "model actor"):
                 seen[0] = role  # a new worker takes its ray:: title only once it runs
@@ -107,7 +107,7 @@ class _Sampler:
 
     def __enter__(self):
         self.baseline = self._sample()
-        self._started = time.perf_counter()
+        self._running = True
         self._thread.start()
         return self
 
