@@ -66,6 +66,17 @@ class TrainConfig:
         if self.field_pieces < 0:
             raise ConfigError(f"field_pieces must not be negative, got {self.field_pieces}")
 
+    @property
+    def classes(self) -> int:
+        """10 digits, or 11 with the not-a-digit class when field pieces are learned."""
+        return settings.DIGITS + 1 if self.field_pieces else settings.DIGITS
+
+    @property
+    def output_root(self) -> str:
+        """Where runs live: an s3:// prefix as given, a local folder made absolute (Ray
+        Train wants absolute paths, and a run must resume from any working directory)."""
+        return self.output if storage.is_s3(self.output) else os.path.abspath(self.output)
+
 
 @dataclass
 class TrainResult:
@@ -279,32 +290,30 @@ def _limit(d: data.Digits, n: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """(images, labels, classes, pieces): the training digits and, with
-    ``cfg.field_pieces``, the pieces cut from fields synthesized from them."""
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(images, labels, pieces): the training digits and, with ``cfg.field_pieces``, the
+    pieces cut from fields synthesized from them (``cfg.classes`` classes in all)."""
     # Here, not at the top: Ray Train workers import this module, and have no use for
     # the segmenter (scipy) that field_pieces brings.
     from recognizer import field_pieces
 
     x, y = _limit(train_d, cfg.train_limit)
     if not cfg.field_pieces:
-        return x, y, settings.DIGITS, 0
+        return x, y, 0
     px, py = field_pieces.cut_pieces(x, y, cfg.field_pieces, np.random.default_rng(cfg.seed),
                                      progress=progress)
-    return np.concatenate([x, px]), np.concatenate([y, py]), settings.DIGITS + 1, len(py)
+    return np.concatenate([x, px]), np.concatenate([y, py]), len(py)
 
 
 def check_resumable(cfg: TrainConfig) -> None:
     """Refuse, before any work, to resume a run whose checkpoints have another number of
     classes than ``cfg`` trains (a run begun with or without ``field_pieces``)."""
-    root = cfg.output if storage.is_s3(cfg.output) else os.path.abspath(cfg.output)
-    run_uri = storage.join(root, cfg.name)
+    run_uri = storage.join(cfg.output_root, cfg.name)
     try:
         meta = checkpoint.read_meta(checkpoint.resolve(run_uri))
     except CheckpointError:
         return  # nothing to resume
-    have = int(meta.get("classes", settings.DIGITS))
-    want = settings.DIGITS + 1 if cfg.field_pieces else settings.DIGITS
+    have, want = int(meta.get("classes", settings.DIGITS)), cfg.classes
     if have != want:
         hint = "--field-pieces 0" if have == settings.DIGITS else "--field-pieces N (N > 0)"
         raise ConfigError(f"run {run_uri} holds a {have}-class model but this recipe trains {want} "
@@ -324,10 +333,10 @@ def run(cfg: TrainConfig) -> TrainResult:
     recipe = {k: v for k, v in asdict(cfg).items()
               if k in ("model", "epochs", "batch_size", "lr", "weight_decay",
                        "label_smoothing", "ema_decay", "augment", "seed", "field_pieces")}
-    train_x, train_y, classes, pieces = training_set(train_d, cfg, progress=True)
+    train_x, train_y, pieces = training_set(train_d, cfg, progress=True)
     loop_cfg = {
         **recipe,
-        "classes": classes,
+        "classes": cfg.classes,
         "train_images": len(train_y) - pieces,
         "field_pieces_cut": pieces,
         "augment_config": asdict(cfg.augment_config),
@@ -338,11 +347,9 @@ def run(cfg: TrainConfig) -> TrainResult:
         "recipe": recipe,
         "threads_per_worker": 1,
     }
-    storage_fs = None
-    if storage.is_s3(cfg.output):
-        storage_fs, storage_path = storage.resolve(cfg.output)
-    else:
-        storage_path = os.path.abspath(cfg.output)
+    storage_fs, storage_path = None, cfg.output_root
+    if storage.is_s3(storage_path):
+        storage_fs, storage_path = storage.resolve(storage_path)
     resources = {"CPU": 1, "GPU": 1} if cfg.use_gpu else {"CPU": 1}
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -378,12 +385,12 @@ def fit_in_process(cfg: TrainConfig, train_d: data.Digits, test_d: data.Digits,
     cfg.validate()
     loop = {**asdict(cfg)}
     torch.manual_seed(cfg.seed)
-    train_x, train_y, classes, pieces = training_set(train_d, cfg)
+    train_x, train_y, pieces = training_set(train_d, cfg)
     x = torch.tensor(train_x).unsqueeze(1)
     y = torch.tensor(train_y)
     tx = torch.tensor(test_d.images).unsqueeze(1)
     ty = torch.tensor(test_d.labels)
-    model = build(cfg.model, classes)
+    model = build(cfg.model, cfg.classes)
     steps = math.ceil(len(y) / cfg.batch_size)
     optimizer, schedule = make_optimizer(model, loop, steps)
     history: list[dict] = []
