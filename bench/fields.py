@@ -40,10 +40,11 @@ def _edit_distance(a: str, b: str) -> int:
 
 
 def measure(model: recognizer.Recognizer, fields: list[np.ndarray], texts: list[str],
-            length: int | None = None, merged: list[bool] | None = None) -> dict:
+            merged: list[bool], length: int | None = None) -> dict:
     """Accuracy and speed of reading the given fields against their true strings
     (``length``: the number of digits, when the reader is told it). ``merged`` marks
-    the fields with fewer marks than digits; their exact rate is reported apart."""
+    the fields with fewer marks than digits (:func:`merged_marks`); their exact rate is
+    reported apart."""
     t0 = time.perf_counter()
     results = []
     for i in range(0, len(fields), BATCH):
@@ -63,16 +64,16 @@ def measure(model: recognizer.Recognizer, fields: list[np.ndarray], texts: list[
         "errors": sum(not isinstance(r, FieldResult) for r in results),
         "fields_per_s": len(fields) / seconds,
         "median_confidence_when_wrong": float(np.median(wrong)) if wrong else None,
-        **(_split(exact, merged) if merged is not None else {}),
+        **_split(np.array(exact), np.array(merged, dtype=bool)),
     }
 
 
-def _split(exact: list[bool], merged: list[bool]) -> dict:
-    joined = [ok for ok, m in zip(exact, merged, strict=True) if m]
-    apart = [ok for ok, m in zip(exact, merged, strict=True) if not m]
-    return {"merged_fields": len(joined),
-            "exact_when_merged": float(np.mean(joined)) if joined else None,
-            "exact_when_separate": float(np.mean(apart)) if apart else None}
+def _split(exact: np.ndarray, merged: np.ndarray) -> dict:
+    def rate(ok: np.ndarray) -> float | None:
+        return float(ok.mean()) if ok.size else None
+
+    return {"merged_fields": int(merged.sum()), "exact_when_merged": rate(exact[merged]),
+            "exact_when_separate": rate(exact[~merged])}
 
 
 def merged_marks(fields: list[np.ndarray]) -> list[bool]:
@@ -127,10 +128,9 @@ def run(checkpoint: str, data_dir: str) -> dict:
         fields, texts = make_fields(images, labels, LENGTH, COUNT, np.random.default_rng(0),
                                     touching_prob=touching)
         merged = merged_marks(fields)
-        out["sets"][name] = {"touching_prob": touching, **measure(model, fields, texts,
-                                                                  merged=merged)}
+        out["sets"][name] = {"touching_prob": touching, **measure(model, fields, texts, merged)}
         out["sets"][f"{name}, length known"] = {
-            "touching_prob": touching, **measure(model, fields, texts, LENGTH, merged)}
+            "touching_prob": touching, **measure(model, fields, texts, merged, LENGTH)}
     out["job"] = measure_job(checkpoint, data_dir)
     return out
 
@@ -155,8 +155,8 @@ def to_markdown(results: dict) -> str:
     for name, s in results["sets"].items():
         lines.append(f"| {name} | {s['exact_accuracy']:.2%} | {s['digit_accuracy']:.2%} | "
                      f"{s['wrong_length']:.2%} | {s['errors']} | {s['fields_per_s']:.0f} | "
-                     f"{rate(s.get('exact_when_merged'))} ({s.get('merged_fields', 0)} fields) | "
-                     f"{rate(s.get('exact_when_separate'))} |")
+                     f"{rate(s['exact_when_merged'])} ({s['merged_fields']} fields) | "
+                     f"{rate(s['exact_when_separate'])} |")
     job = results.get("job")
     if job:
         lines += ["", f"In a batch job (`digits job run --mode field`, {job['fields']:,} fields of the "
