@@ -123,6 +123,7 @@ def run(checkpoint: str, data_dir: str) -> dict:
     model = recognizer.load(checkpoint)
     out = {"checkpoint": checkpoint, "model_version": model.version,
            "model_accuracy": model.meta.get("accuracy"), "length": LENGTH, "target": TARGET,
+           "splitter": model.meta.get("splitter") if model.splitter is not None else None,
            "sets": {}}
     for name, touching in SETS.items():
         fields, texts = make_fields(images, labels, LENGTH, COUNT, np.random.default_rng(0),
@@ -135,6 +136,14 @@ def run(checkpoint: str, data_dir: str) -> dict:
     return out
 
 
+def _splitter_line(splitter: dict | None) -> str:
+    if not splitter:
+        return "Checkpoint without a splitter of touching digits: geometric cuts only."
+    return (f"With the checkpoint's splitter of touching digits ({splitter['examples']:,} "
+            f"synthesized marks, {splitter['epochs']} epochs, {splitter['pixel_accuracy']:.2%} "
+            "of held-out stroke pixels given to the right digit).")
+
+
 def to_markdown(results: dict) -> str:
     """A section for bench/RESULTS.md."""
     lines = [
@@ -143,6 +152,8 @@ def to_markdown(results: dict) -> str:
         f"Model `{results['model_version']}` (single-digit accuracy {results['model_accuracy']}); "
         f"{COUNT:,} fields per set, each test digit used once; read in-process, "
         f"{BATCH} fields per call. Target: exact string >= {results['target']:.0%}.",
+        "",
+        _splitter_line(results.get("splitter")),
         "",
         "| set | exact string | per digit | wrong length | errors | fields/s | "
         "exact: fields with fewer marks than digits | exact: the other fields |",

@@ -179,11 +179,23 @@ class _ShardRun:
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
 
+    def _splitter(self):
+        """Field mode: the checkpoint's splitter weights in the object store, for the shard
+        tasks that segment the fields (None without a splitter, or in digit mode)."""
+        if self.cfg.mode != "field":
+            return None
+        try:
+            raw = checkpoint.read_splitter(self.meta)
+        except CheckpointError as exc:
+            raise JobError(f"cannot use checkpoint: {exc}") from exc
+        return ray.put(raw) if raw is not None else None
+
     def _run_tasks(self, todo: list[str], max_in_flight: int) -> list[ShardResult]:
         cfg = self.cfg
         loading = self.actors[0].info.remote()
         settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
-                                 self.meta["version"], cfg.mode, cfg.field_length, self.aws)
+                                 self.meta["version"], cfg.mode, cfg.field_length, self.aws,
+                                 self._splitter())
         task = ray.remote(process_shard).options(num_cpus=cfg.task_cpus, max_retries=TASK_RETRIES,
                                                  retry_exceptions=False)
         pending: dict = {}

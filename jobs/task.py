@@ -36,6 +36,9 @@ class ShardSettings:
     field_length: int | None = None
     #: The driver's S3 settings (storage.aws_settings); kept out of every repr and log.
     aws: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Field mode: an object ref to the checkpoint's splitter weights, put once by the
+    #: driver (segmentation runs in the shard tasks), or None when it has no splitter.
+    splitter: object = None
 
 
 @dataclass
@@ -94,8 +97,15 @@ class _Fields:
     """Field mode: each image is a row of digits; segmentation runs here, the pieces'
     probabilities come from the actors, and the cutting is chosen back here."""
 
-    def __init__(self, length: int | None = None) -> None:
+    def __init__(self, length: int | None = None, splitter: bytes | None = None) -> None:
         self.length = length
+        self.split = None
+        if splitter is not None:
+            # torch: imported by field jobs whose checkpoint has a splitter only.
+            from recognizer.checkpoint import splitter_state
+            from recognizer.splitter import from_state
+
+            self.split = from_state(splitter_state(splitter))
         self.texts: list[str | None] = []
         self.digit_confs: list[list[float] | None] = []
         self.confs: list[float] = []
@@ -104,7 +114,7 @@ class _Fields:
     def submit(self, images: list, actor) -> tuple:
         from recognizer.fields import prepare_fields  # scipy: imported by field jobs only
 
-        plan = prepare_fields(images, length=self.length)
+        plan = prepare_fields(images, length=self.length, split=self.split)
         return plan, (actor.probabilities.remote(plan.inputs, True) if len(plan.inputs) else None)
 
     def collect(self, item: tuple) -> float | None:
@@ -145,7 +155,10 @@ def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
     except (ShardError, DigitsError) as exc:
         return ShardResult(name, "failed", reason=str(exc), seconds=time.perf_counter() - start)
 
-    mode = _Fields(cfg.field_length) if cfg.mode == "field" else _Digits()
+    if cfg.mode == "field":
+        mode = _Fields(cfg.field_length, ray.get(cfg.splitter) if cfg.splitter is not None else None)
+    else:
+        mode = _Digits()
     id_parts: list[pa.Array] = []
     batch_seconds: list[float] = []
     pending: deque = deque()

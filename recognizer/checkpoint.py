@@ -4,7 +4,9 @@ A checkpoint is a folder (local or ``s3://``) with
 
 * ``model.pt``: the model's ``state_dict`` (tensors only),
 * ``meta.json``: model name, preprocessing version, training metadata,
-* ``train_state.pt`` (optional): optimizer and schedule state for resuming.
+* ``train_state.pt`` (optional): optimizer and schedule state for resuming,
+* ``splitter.pt`` (optional): the splitter of touching digits that field reading uses
+  (:mod:`recognizer.splitter`), trained in the same run.
 
 Tensors are read with ``torch.load(weights_only=True)``, which refuses to unpickle
 anything but tensors and plain containers, so a checkpoint cannot run code on load.
@@ -32,8 +34,11 @@ from recognizer.models import MODELS, build
 FORMAT = "formdigits-checkpoint"
 FORMAT_VERSION = 1
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "meta.json", "train_state.pt"
+SPLITTER_FILE = "splitter.pt"
 #: meta.json key holding the sha256 of model.pt (checkpoints written since it was added).
 WEIGHTS_HASH = "weights_sha256"
+#: meta.json key holding the sha256 of splitter.pt, in checkpoints that have one.
+SPLITTER_HASH = "splitter_sha256"
 
 
 def code_version() -> str:
@@ -59,18 +64,26 @@ def _tensor_bytes(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def save(folder: str, model: nn.Module, meta: dict, train_state: dict | None = None) -> None:
-    """Write a checkpoint folder (local path or s3:// URI)."""
+def save(folder: str, model: nn.Module, meta: dict, train_state: dict | None = None,
+         splitter: bytes | None = None) -> None:
+    """Write a checkpoint folder (local path or s3:// URI); ``splitter``: the splitter's
+    weights (``recognizer.splitter.state_bytes``), if the run trained one."""
     if meta.get("model") not in MODELS:
         raise CheckpointError(f"meta['model'] must name a registered model, got {meta.get('model')!r}")
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
     weights = _tensor_bytes(state)
     # The weights' hash in meta.json lets identify() name the version without reading
     # the weights; loading always hashes the weights themselves.
+    # A splitter hash in meta (from a loaded checkpoint) describes this folder only when
+    # the splitter is written with it.
+    meta = {k: v for k, v in meta.items() if k != SPLITTER_HASH}
     full = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "preprocess_version": settings.PREPROCESS_VERSION, **meta,
             "classes": _classes(model), WEIGHTS_HASH: hashlib.sha256(weights).hexdigest()}
     storage.write_bytes(storage.join(folder, MODEL_FILE), weights)
+    if splitter is not None:
+        full[SPLITTER_HASH] = hashlib.sha256(splitter).hexdigest()
+        storage.write_bytes(storage.join(folder, SPLITTER_FILE), splitter)
     if train_state is not None:
         storage.write_bytes(storage.join(folder, STATE_FILE), _tensor_bytes(train_state))
     # meta.json last: its presence marks the checkpoint complete.
@@ -181,6 +194,32 @@ def load(uri: str) -> tuple[nn.Module, dict]:
         raise CheckpointError(f"weights in {folder} do not fit model {meta['model']!r}: {exc}") from exc
     model.eval()
     return model, _identified(meta, folder, hashlib.sha256(raw).hexdigest())
+
+
+def read_splitter(meta: dict) -> bytes | None:
+    """The splitter's weights from the checkpoint ``meta`` describes (as returned by
+    :func:`identify` or :func:`load`), checked against the hash meta.json records; None
+    when the checkpoint has no splitter."""
+    digest = meta.get(SPLITTER_HASH)
+    if not digest:
+        return None
+    uri = storage.join(meta["uri"], SPLITTER_FILE)
+    try:
+        raw = storage.read_bytes(uri)
+    except StorageError as exc:
+        raise CheckpointError(f"{meta['uri']} lists a splitter but it cannot be read: {exc}") from exc
+    if hashlib.sha256(raw).hexdigest() != digest:
+        raise CheckpointError(f"{uri} does not match the hash in {META_FILE}: the checkpoint "
+                              "was changed or only partly copied")
+    return raw
+
+
+def splitter_state(raw: bytes, what: str = SPLITTER_FILE) -> dict:
+    """The splitter's state dict from its weights file, refusing anything but tensors."""
+    state = _safe_load(raw, what)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{what} is not a state dict of tensors")
+    return state
 
 
 def load_train_state(folder: str) -> dict | None:

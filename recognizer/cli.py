@@ -48,6 +48,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="also learn the pieces the segmenter cuts from this many fields "
                         "synthesized from the training digits, with a not-a-digit class "
                         "for field reading (0: digits only; default %(default)s)")
+    p.add_argument("--splitter-examples", type=int, default=d.splitter_examples, metavar="MARKS",
+                   help="marks of touching digits synthesized from the training digits to "
+                        "train the splitter that field reading cuts them with "
+                        "(default %(default)s)")
+    p.add_argument("--splitter-epochs", type=int, default=d.splitter_epochs, metavar="N",
+                   help="epochs of splitter training (0: no splitter, fields are cut by "
+                        "geometry alone; default %(default)s)")
     p.set_defaults(func=_train)
 
 
@@ -60,7 +67,8 @@ def _train(args: argparse.Namespace) -> int:
                       lr=args.lr, output=args.output, name=args.name,
                       augment=not args.no_augment, max_failures=args.max_failures,
                       seed=args.seed, train_limit=args.train_limit,
-                      field_pieces=args.field_pieces)
+                      field_pieces=args.field_pieces, splitter_examples=args.splitter_examples,
+                      splitter_epochs=args.splitter_epochs)
     cfg.validate()
     ray_session.connect()
     result = run(cfg)

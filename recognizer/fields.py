@@ -24,7 +24,7 @@ import numpy as np
 
 from recognizer.errors import ImageError
 from recognizer.preprocess import as_image_list, decode, normalize_stack
-from recognizer.segment import Candidate, Lattice, Piece, SegmentConfig, segment
+from recognizer.segment import Candidate, Lattice, Piece, SegmentConfig, SplitFn, segment
 from recognizer.settings import DIGITS, NOT_A_DIGIT
 
 if TYPE_CHECKING:  # the model (and torch) is needed only by read_fields' caller
@@ -160,11 +160,13 @@ class FieldPlan:
 
 
 def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
-                   config: SegmentConfig | None = None, length: int | None = None) -> FieldPlan:
-    """Decode and segment fields; the model-free half of :func:`read_fields`.
+                   config: SegmentConfig | None = None, length: int | None = None,
+                   split: SplitFn | None = None) -> FieldPlan:
+    """Decode and segment fields; the half of :func:`read_fields` before the digit model.
 
-    Batch jobs run this in their decoding tasks and send ``plan.inputs`` to the model
-    actors; :func:`assemble_fields` turns the probabilities back into strings.
+    Batch jobs run this in their shard tasks and send ``plan.inputs`` to the model
+    actors; :func:`assemble_fields` turns the probabilities back into strings. ``split``:
+    the checkpoint's splitter of touching digits (``Recognizer.splitter``), if it has one.
     """
     config = config or SegmentConfig()
     config.validate()
@@ -172,7 +174,7 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
     inputs: list[np.ndarray] = []
     for item in as_image_list(images):
         try:
-            lattice = segment(decode(item), config, length)
+            lattice = segment(decode(item), config, length, split)
             pieces = model_inputs([p for c in lattice.candidates for p in c.pieces])
         except ImageError as exc:
             entries.append(exc)
@@ -226,7 +228,7 @@ def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.nda
     the number of digits is known (postal codes, account numbers), steers segmentation
     and the choice of cuttings towards readings of that length.
     """
-    plan = prepare_fields(images, config, length)
+    plan = prepare_fields(images, config, length, model.splitter)
     probs = model.predict_tensors(plan.inputs, not_a_digit=True)
     return assemble_fields(plan, probs)
 

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from recognizer import checkpoint, settings
-from recognizer.errors import ImageError
+from recognizer.errors import CheckpointError, ImageError
 from recognizer.preprocess import as_image_list, preprocess_many
+from recognizer.splitter import Splitter, from_state
 
 
 @dataclass
@@ -38,15 +39,17 @@ def select_device(use_gpu: bool | None = None) -> torch.device:
 
 
 class Recognizer:
-    """A model loaded from a checkpoint, ready to predict."""
+    """A model loaded from a checkpoint, ready to predict. ``splitter``: the checkpoint's
+    splitter of touching digits, which field reading uses when present."""
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: torch.device | None = None,
-                 batch_size: int = settings.PREDICT_BATCH_SIZE):
+                 batch_size: int = settings.PREDICT_BATCH_SIZE, splitter: Splitter | None = None):
         self.device = device or select_device()
         self.model = model.to(self.device).eval()
         self._net = _for_inference(self.model)
         self.meta = meta
         self.batch_size = batch_size
+        self.splitter = splitter
 
     @property
     def version(self) -> str:
@@ -100,7 +103,19 @@ def _for_inference(model: torch.nn.Module) -> torch.nn.Module:
 
 def load(uri: str, device: torch.device | str | None = None,
          batch_size: int = settings.PREDICT_BATCH_SIZE) -> Recognizer:
-    """Load a checkpoint (local folder or s3:// URI, or a training run's output)."""
+    """Load a checkpoint (local folder or s3:// URI, or a training run's output), with
+    its splitter of touching digits if it has one."""
     model, meta = checkpoint.load(uri)
     dev = torch.device(device) if isinstance(device, str) else device
-    return Recognizer(model, meta, dev, batch_size)
+    return Recognizer(model, meta, dev, batch_size, load_splitter(meta, dev))
+
+
+def load_splitter(meta: dict, device: torch.device | None = None) -> Splitter | None:
+    """The splitter of the checkpoint ``meta`` describes (``checkpoint.identify``), or None."""
+    raw = checkpoint.read_splitter(meta)
+    if raw is None:
+        return None
+    try:
+        return from_state(checkpoint.splitter_state(raw), device)
+    except ValueError as exc:
+        raise CheckpointError(f"{meta['uri']}/{checkpoint.SPLITTER_FILE}: {exc}") from exc

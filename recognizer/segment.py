@@ -24,6 +24,7 @@ confidence against priors on piece size, cuts and merges.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,11 @@ from recognizer.preprocess import INK_THRESHOLD, MIN_CONTRAST
 _EIGHT = np.ones((3, 3), dtype=bool)
 #: A piece needs this many pixels of solid stroke to be read as a digit.
 _MIN_STROKE_PIXELS = 4
+
+#: A learned splitter (:class:`recognizer.splitter.Splitter`): given marks' ink, it
+#: returns for each the chance, per pixel, that the pixel belongs to the mark's leftmost
+#: digit.
+SplitFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,12 @@ class SegmentConfig:
     core_fraction: float = 0.1
     #: A cut path pays this much ink per sideways step, so it bends only round strokes.
     seam_drift: float = 0.05
+    #: With a learned splitter, the leftmost digit is peeled off every mark at least
+    #: ``peel_ratio`` times the reference height wide (narrower than ``pair_ratio``:
+    #: a 1 touching its neighbour makes a narrow pair), then off what is left while that
+    #: is at least ``peel_width`` times it wide.
+    peel_ratio: float = 0.6
+    peel_width: float = 0.6
     #: Up to this many neighbouring components, no farther apart than ``merge_gap`` and
     #: together no wider than ``merge_width`` (times the reference height), are also
     #: scored as one digit: a stroke broken side by side.
@@ -329,7 +341,17 @@ def _piece(blob: _Blob, ink: np.ndarray, select: np.ndarray | None = None,
 
 
 def _grown(blob: _Blob) -> np.ndarray:
-    return ndimage.binary_dilation(blob.mask, structure=_EIGHT)
+    return grown_mask(blob.mask)
+
+
+def grown_mask(mask: np.ndarray) -> np.ndarray:
+    """A stroke mask grown by a pixel, so that the faint anti-aliased edge comes along."""
+    return ndimage.binary_dilation(mask, structure=_EIGHT)
+
+
+def marks(ink: np.ndarray, cfg: SegmentConfig) -> list[_Blob]:
+    """The field's marks left to right: connected components, broken strokes merged."""
+    return _merge_broken(_components(ink, cfg), cfg)
 
 
 def _seams(cost: np.ndarray, lo: int, hi: int, drift: float, count: int) -> list[np.ndarray]:
@@ -454,21 +476,86 @@ def _core_cuttings(blob: _Blob, ink: np.ndarray, cfg: SegmentConfig) -> list[tup
     return out
 
 
+def _peel_cuttings(blobs: dict[int, _Blob], ink: np.ndarray, most: dict[int, int],
+                   ref_height: float, split: SplitFn, cfg: SegmentConfig
+                   ) -> dict[int, list[tuple[list[Piece], int]]]:
+    """Cut marks by peeling off their leftmost digit with a learned splitter, again and
+    again: after j peels a mark is read as j + 1 digits. ``most[i]``: the most digits
+    to cut mark ``blobs[i]`` into. One splitter call per round for all the marks."""
+    most = dict(most)
+    owners = {i: np.zeros(b.mask.shape, np.int32) for i, b in blobs.items()}
+    rests = {i: b.mask.copy() for i, b in blobs.items()}
+    out: dict[int, list[tuple[list[Piece], int]]] = {i: [] for i in blobs}
+    for k in range(2, max(most.values(), default=1) + 1):
+        active = [i for i in blobs
+                  if k <= most[i] and np.count_nonzero(rests[i]) >= 2 * _MIN_STROKE_PIXELS]
+        boxes, regions = [], []
+        for i in active:
+            b, rest = blobs[i], rests[i]
+            rows, cols = np.flatnonzero(rest.any(1)), np.flatnonzero(rest.any(0))
+            box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            sub = ink[b.top:b.bottom, b.left:b.right][box]
+            boxes.append(box)
+            regions.append(np.where(grown_mask(rest[box]), sub, 0.0))
+        for i, box, p in zip(active, boxes, split(regions), strict=True):
+            b, rest, owner = blobs[i], rests[i], owners[i]
+            first = np.zeros_like(rest)
+            first[box] = rest[box] & (p >= 0.5)
+            owner[first] = k - 1
+            rest &= ~first
+            full = owner.copy()
+            full[rest] = k
+            full = _tidy(full, b.mask)
+            grown, spread = _grown(b), _spread(full)
+            pieces = [_piece(b, ink, spread == j, grown) for j in range(1, k + 1)]
+            if all(piece is not None for piece in pieces):
+                out[i].append((pieces, _junction(full, b.mask)))
+            cols = np.flatnonzero(rest.any(0))
+            if not cols.size or cols[-1] - cols[0] + 1 < cfg.peel_width * ref_height:
+                most[i] = k  # what is left is one digit at most
+    return out
+
+
+def _tidy(owner: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each digit keeps its largest connected part; stray islands go to the nearest digit."""
+    kept = np.zeros_like(owner)
+    for k in np.unique(owner[mask]):
+        if k == 0:
+            continue
+        parts, _ = ndimage.label(owner == k, structure=_EIGHT)
+        sizes = np.bincount(parts.ravel())[1:]
+        kept[parts == int(sizes.argmax()) + 1] = k
+    return np.where(mask, _spread(kept), 0)
+
+
+def _spread(owner: np.ndarray) -> np.ndarray:
+    """Every pixel takes the label of the nearest labelled pixel."""
+    _, (iy, ix) = ndimage.distance_transform_edt(owner == 0, return_indices=True)
+    return owner[iy, ix]
+
+
 def _gap(a: _Blob, b: _Blob) -> int:
     return max(0, b.left - a.right, a.left - b.right)
 
 
 def _candidates(blobs: list[_Blob], ink: np.ndarray, ref_height: float, cfg: SegmentConfig,
-                cut_all: bool) -> list[Candidate]:
+                cut_all: bool, split: SplitFn | None = None) -> list[Candidate]:
     """Every reading the model will score: each blob whole, each blob cut into k digits,
     and runs of close blobs read as one (a digit broken side by side)."""
     out = []
+    wide = {i: b for i, b in enumerate(blobs) if cut_all or b.width >= cfg.pair_ratio * ref_height}
+    peel = {i: b for i, b in enumerate(blobs) if cut_all or b.width >= cfg.peel_ratio * ref_height}
+    if split is not None and peel:
+        most = {i: min(cfg.max_cut, max(2, round(b.width / (cfg.digit_ratio * ref_height)) + 1))
+                for i, b in peel.items()}
+        for i, cuttings in _peel_cuttings(peel, ink, most, ref_height, split, cfg).items():
+            out.extend(Candidate(i, i + 1, p, cuts=len(p) - 1, junction=j) for p, j in cuttings)
     for i, blob in enumerate(blobs):
         whole = _piece(blob, ink)
         # A mark with too little solid stroke to be a digit may be skipped as noise, so
         # that a chain through every component always exists.
         out.append(Candidate(i, i + 1, [whole] if whole is not None else []))
-        if blob.width < cfg.pair_ratio * ref_height and not cut_all:
+        if i not in wide:
             continue
         guess = round(blob.width / (cfg.digit_ratio * ref_height))
         for k in range(2, min(cfg.max_cut, max(2, guess + 1)) + 1):
@@ -492,21 +579,24 @@ def _candidates(blobs: list[_Blob], ink: np.ndarray, ref_height: float, cfg: Seg
 
 
 def segment(grey: np.ndarray, cfg: SegmentConfig | None = None,
-            length: int | None = None) -> Lattice:
+            length: int | None = None, split: SplitFn | None = None) -> Lattice:
     """Cut a greyscale field into a lattice of digit candidates, left to right.
 
     ``length``, when the field's number of digits is known (a five-digit postal code)
     and there are fewer marks than that, makes every mark a candidate for two digits,
     so that touching pairs narrower than one digit (``11``) can still be cut.
+    ``split``, a learned splitter (:mod:`recognizer.splitter`), adds the cuttings it
+    makes by peeling the leftmost digit off each wide mark.
     Raises :class:`BlankImage` when there is no ink and :class:`TooManyComponents` when
     there are more separate marks than ``cfg.max_components``.
     """
     cfg = cfg or SegmentConfig()
     cfg.validate()
     ink = ink_map(grey)
-    blobs = _merge_broken(_components(ink, cfg), cfg)
+    blobs = marks(ink, cfg)
     # Digit height is steadier than width; taller blobs are touching digits at different
     # baselines, so the median height is the reference for the size of one digit.
     ref_height = float(np.median([b.height for b in blobs]))
     cut_all = length is not None and len(blobs) < length
-    return Lattice(len(blobs), _candidates(blobs, ink, ref_height, cfg, cut_all), ref_height)
+    return Lattice(len(blobs), _candidates(blobs, ink, ref_height, cfg, cut_all, split),
+                   ref_height)

@@ -76,6 +76,28 @@ def make_field_with_spans(digits_u8: Sequence[np.ndarray], rng: np.random.Genera
                           touching_prob: float = 0.1, height: int = BASE_HEIGHT
                           ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """:func:`make_field`, and where each digit's ink lies: its columns [left, right)."""
+    image, _, spans = _compose(digits_u8, rng, touching_prob, height)
+    return image, spans
+
+
+def make_field_with_owners(digits_u8: Sequence[np.ndarray], rng: np.random.Generator,
+                           touching_prob: float = 0.1, height: int = BASE_HEIGHT
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`make_field`, and which digit drew each pixel: an int8 map of the field's
+    shape holding the index (left to right) of the digit whose ink is darkest there,
+    where that ink is at least ``OWNED_INK``, and -1 elsewhere (paper). Teaches the
+    splitter of touching digits (:mod:`recognizer.splitter`) where one digit ends."""
+    image, owners, _ = _compose(digits_u8, rng, touching_prob, height)
+    return image, owners
+
+
+#: Ink (0..1) a digit must lay down for a pixel to count as that digit's.
+OWNED_INK = 0.3
+
+
+def _compose(digits_u8: Sequence[np.ndarray], rng: np.random.Generator, touching_prob: float,
+             height: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """The field image, its pixel owners and each digit's columns."""
     if not len(digits_u8):
         raise ValueError("a field needs at least one digit")
     rendered = [_render_digit(d, rng, height * rng.uniform(0.8, 1.25), rng.uniform(-0.25, 0.25))
@@ -85,6 +107,7 @@ def make_field_with_spans(digits_u8: Sequence[np.ndarray], rng: np.random.Genera
     canvas_h = tallest + 2 * margin + int(0.3 * height)
     canvas_w = sum(r.shape[1] for r in rendered) + int(0.6 * height) * len(rendered) + 2 * margin
     canvas = np.zeros((canvas_h, canvas_w), dtype=np.float32)
+    owners = np.full((canvas_h, canvas_w), -1, dtype=np.int8)
     baseline = margin + tallest + int(0.15 * height)
     x = margin
     spans = []
@@ -99,14 +122,15 @@ def make_field_with_spans(digits_u8: Sequence[np.ndarray], rng: np.random.Genera
         else:
             left = x + int(rng.integers(2, max(3, int(0.6 * height))))
         region = canvas[top:top + h, left:left + w]
+        owners[top:top + h, left:left + w][(ink >= OWNED_INK) & (ink > region)] = i
         np.maximum(region, ink, out=region)
         spans.append((left, left + w))
         x = left + w
-    canvas = canvas[:, :x + margin]
+    canvas, owners = canvas[:, :x + margin], owners[:, :x + margin]
     paper = rng.uniform(215, 250)
     darkness = rng.uniform(0.75, 1.0) * paper
     page = paper - canvas * darkness + rng.normal(0, 3.0, canvas.shape)
-    return np.clip(page, 0, 255).astype(np.uint8), spans
+    return np.clip(page, 0, 255).astype(np.uint8), owners, spans
 
 
 def make_fields(images: np.ndarray, labels: np.ndarray, length: int, count: int,

@@ -22,6 +22,7 @@ from recognizer import checkpoint, data, settings, storage
 from recognizer.augment import AugmentConfig, augment
 from recognizer.errors import CheckpointError, ConfigError
 from recognizer.models import MODELS, build
+from recognizer.splitter import SplitterConfig
 
 
 @dataclass
@@ -53,6 +54,11 @@ class TrainConfig:
     #: (recognizer.field_pieces), so that field reading can tell cuts from digits.
     #: 0 trains a plain ten-digit classifier.
     field_pieces: int = 1000
+    #: The splitter of touching digits (recognizer.splitter) trained with the model and
+    #: saved in its checkpoints: marks synthesized from the training digits, and epochs.
+    #: 0 epochs trains none; fields are then cut by geometry alone.
+    splitter_examples: int = 30_000
+    splitter_epochs: int = 6
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
@@ -65,6 +71,16 @@ class TrainConfig:
             raise ConfigError("batch_size must be at least the number of workers")
         if self.field_pieces < 0:
             raise ConfigError(f"field_pieces must not be negative, got {self.field_pieces}")
+        if self.splitter_epochs < 0:
+            raise ConfigError(f"splitter_epochs must not be negative, got {self.splitter_epochs}")
+        if self.splitter_epochs and self.splitter_examples < 1:
+            raise ConfigError("splitter_examples must be at least 1 when a splitter is trained "
+                              f"(got {self.splitter_examples}; --splitter-epochs 0 trains none)")
+
+    @property
+    def splitter_config(self) -> SplitterConfig:
+        return SplitterConfig(examples=self.splitter_examples, epochs=self.splitter_epochs,
+                              seed=self.seed)
 
     @property
     def classes(self) -> int:
@@ -193,6 +209,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         torch.set_num_threads(max(1, int(cfg.get("threads_per_worker", 1))))
 
     train_x, train_y = ray.get(cfg["train_ref"])
+    splitter = ray.get(cfg["splitter_ref"]) if rank == 0 and cfg.get("splitter_ref") else None
     test_x, test_y = ray.get(cfg["test_ref"])
     train_x = torch.tensor(train_x).unsqueeze(1)
     train_y = torch.tensor(train_y)
@@ -269,14 +286,14 @@ def train_loop_per_worker(cfg: dict) -> None:
                         "epochs": epoch + 1, "epochs_planned": cfg["epochs"],
                         "accuracy": metrics["val_accuracy"], "loss": metrics["val_loss"],
                         "train_images": cfg["train_images"], "field_pieces": cfg["field_pieces_cut"],
-                        "workers": world,
+                        "splitter": cfg["splitter_metrics"], "workers": world,
                         "code_version": cfg["code_version"], "history": history,
                         "recipe": cfg["recipe"]}
                 state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                          "epoch": epoch + 1, "history": history,
                          "model": {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()},
                          "ema_steps": int(ema.n_averaged) if ema is not None else 0}
-                checkpoint.save(tmp, served, meta, state)
+                checkpoint.save(tmp, served, meta, state, splitter)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                                  checkpoint_dir_name=f"checkpoint_epoch{epoch + 1:04d}")
         else:
@@ -303,6 +320,53 @@ def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
     px, py = field_pieces.cut_pieces(x, y, cfg.field_pieces, np.random.default_rng(cfg.seed),
                                      progress=progress)
     return np.concatenate([x, px]), np.concatenate([y, py]), len(py)
+
+
+def _as_u8(images: np.ndarray) -> np.ndarray:
+    if images.dtype == np.uint8:
+        return images
+    return np.clip(np.rint(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
+
+
+def train_splitter(images: np.ndarray, cfg: TrainConfig, progress: bool = False
+                   ) -> tuple[bytes, dict]:
+    """Train the splitter of touching digits on marks synthesized from ``images`` (the
+    training digits): its weights (for ``checkpoint.save``) and metrics."""
+    from recognizer.predict import select_device
+    from recognizer.splitter import state_bytes, train
+
+    net, metrics = train(_as_u8(images), cfg.splitter_config, select_device(cfg.use_gpu), progress)
+    return state_bytes(net), metrics
+
+
+def _splitter_for_run(cfg: TrainConfig, images: np.ndarray) -> tuple[bytes | None, dict | None]:
+    """The run's splitter: the one its checkpoints already hold when it resumes, else a
+    new one trained in a Ray task (on a GPU when the run has them) before the workers
+    start; (None, None) when the recipe has none."""
+    import ray
+
+    if not cfg.splitter_epochs:
+        return None, None
+    try:
+        meta = checkpoint.identify(storage.join(cfg.output_root, cfg.name))
+    except CheckpointError:
+        meta = None
+    if meta is not None and meta.get(checkpoint.SPLITTER_HASH):
+        _progress(f"using the splitter of {meta['uri']}")
+        return checkpoint.read_splitter(meta), meta.get("splitter")
+    _progress(f"training the splitter of touching digits ({cfg.splitter_examples:,} marks, "
+              f"{cfg.splitter_epochs} epochs)")
+    task = ray.remote(_splitter_task).options(num_cpus=cfg.workers, num_gpus=1 if cfg.use_gpu else 0)
+    raw, metrics = ray.get(task.remote(ray.put(_as_u8(images)), cfg))
+    _progress(f"splitter: {metrics['pixel_accuracy']:.2%} of held-out stroke pixels on the "
+              f"right side, {_seconds_fmt(metrics['seconds'])}")
+    return raw, metrics
+
+
+def _splitter_task(images: np.ndarray, cfg: TrainConfig) -> tuple[bytes, dict]:
+    # A task holding all the run's CPUs, before the workers start: use them all.
+    torch.set_num_threads(max(1, cfg.workers))
+    return train_splitter(images, cfg)
 
 
 def check_resumable(cfg: TrainConfig) -> None:
@@ -332,8 +396,10 @@ def run(cfg: TrainConfig) -> TrainResult:
     test_d = data.load(settings.data_dir(cfg.data), "test")
     recipe = {k: v for k, v in asdict(cfg).items()
               if k in ("model", "epochs", "batch_size", "lr", "weight_decay",
-                       "label_smoothing", "ema_decay", "augment", "seed", "field_pieces")}
+                       "label_smoothing", "ema_decay", "augment", "seed", "field_pieces",
+                       "splitter_examples", "splitter_epochs")}
     train_x, train_y, pieces = training_set(train_d, cfg, progress=True)
+    splitter, splitter_metrics = _splitter_for_run(cfg, _limit(train_d, cfg.train_limit)[0])
     loop_cfg = {
         **recipe,
         "classes": cfg.classes,
@@ -341,6 +407,8 @@ def run(cfg: TrainConfig) -> TrainResult:
         "field_pieces_cut": pieces,
         "augment_config": asdict(cfg.augment_config),
         "train_ref": ray.put((train_x, train_y)),
+        "splitter_ref": ray.put(splitter) if splitter is not None else None,
+        "splitter_metrics": splitter_metrics,
         "test_ref": ray.put(_limit(test_d, cfg.test_limit)),
         "data_source": train_d.source,
         "code_version": checkpoint.code_version(),
@@ -408,11 +476,15 @@ def fit_in_process(cfg: TrainConfig, train_d: data.Digits, test_d: data.Digits,
                         "val_loss": val_loss / len(ty), "val_accuracy": val_correct / len(ty),
                         "train_seconds": train_seconds})
     last = history[-1]
+    splitter, splitter_metrics = None, None
+    if cfg.splitter_epochs:
+        splitter, splitter_metrics = train_splitter(_limit(train_d, cfg.train_limit)[0], cfg)
     checkpoint.save(folder, model, {
         "model": cfg.model, "data": train_d.source, "epochs": cfg.epochs,
         "accuracy": last["val_accuracy"], "loss": last["val_loss"],
-        "train_images": len(y) - pieces, "field_pieces": pieces, "workers": 1,
-        "code_version": checkpoint.code_version(), "history": history,
-        "recipe": {k: loop[k] for k in ("model", "epochs", "lr", "field_pieces")},
-    })
+        "train_images": len(y) - pieces, "field_pieces": pieces, "splitter": splitter_metrics,
+        "workers": 1, "code_version": checkpoint.code_version(), "history": history,
+        "recipe": {k: loop[k] for k in ("model", "epochs", "lr", "field_pieces",
+                                        "splitter_examples", "splitter_epochs")},
+    }, splitter=splitter)
     return last

@@ -98,8 +98,10 @@ def trained_checkpoint(mnist_dir, tmp_path_factory) -> str:
     folder = str(tmp_path_factory.mktemp("ckpt") / "model")
     train = data.load(mnist_dir, "train")
     test = data.load(mnist_dir, "test")
-    # The default recipe in small: field pieces too, so fields are read as in production.
-    cfg = TrainConfig(model="best", epochs=3, batch_size=128, lr=4e-3, field_pieces=300)
+    # The default recipe in small: field pieces and a splitter too, so fields are read as
+    # in production.
+    cfg = TrainConfig(model="best", epochs=3, batch_size=128, lr=4e-3, field_pieces=300,
+                      splitter_examples=4000, splitter_epochs=3)
     fit_in_process(cfg, train, data.Digits(test.images[:2000], test.labels[:2000], test.source),
                    folder)
     return folder

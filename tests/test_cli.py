@@ -73,6 +73,8 @@ def test_evaluate_writes_report(trained_checkpoint, mnist_dir, tmp_path, capsys)
     (["evaluate", "--checkpoint", "/nonexistent/ckpt"], "no checkpoint"),
     (["train", "--workers", "0"], "workers must be at least 1"),
     (["train", "--field-pieces", "-1"], "field_pieces must not be negative"),
+    (["train", "--splitter-epochs", "-1"], "splitter_epochs must not be negative"),
+    (["train", "--splitter-examples", "0"], "splitter_examples must be at least 1"),
 ])
 def test_errors_are_one_clear_line(digits_cli, args, message, tmp_path):
     out = digits_cli(*args, cwd=tmp_path, env={"RAY_ADDRESS": ""})

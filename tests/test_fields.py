@@ -144,7 +144,7 @@ def test_synthesized_touching_pairs_mostly_read_as_two(model, mnist_test_raw):
     assert len(touching) >= 15
     lengths = [len(r.text) for r in read_fields(model, touching)]
     # Synthesized touching pairs lean and overlap heavily; about half are cut right
-    # (see docs/fields.md, limits). This guards against splitting being lost altogether.
+    # (see docs/fields.md). This guards against splitting being lost altogether.
     assert np.mean([n == 2 for n in lengths]) >= MIN_TOUCHING_SPLIT_RATE, lengths
 
 

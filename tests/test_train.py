@@ -17,10 +17,11 @@ from recognizer.train import TrainConfig, check_resumable, run
 
 
 def _cfg(mnist_dir: str, output: str, name: str, epochs: int) -> TrainConfig:
-    # A few field pieces, so the workers train the not-a-digit class as the default recipe does.
+    # A few field pieces, so the workers train the not-a-digit class as the default recipe
+    # does, and a token splitter, so checkpoints carry one.
     return TrainConfig(data=mnist_dir, model="best", workers=2, epochs=epochs, output=output,
                        name=name, train_limit=2000, test_limit=1000, batch_size=64,
-                       field_pieces=100)
+                       field_pieces=100, splitter_examples=300, splitter_epochs=1)
 
 
 def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_path):
@@ -35,12 +36,18 @@ def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_pa
     assert model.meta["workers"] == 2 and len(model.meta["history"]) == 2
     assert model.classes == 11 and model.meta["train_images"] == 2000
     assert model.meta["field_pieces"] > 500  # about 15 pieces per synthesized field
+    # The splitter, trained in a Ray task before the workers, is in every checkpoint.
+    assert model.splitter is not None and model.meta["splitter"]["examples"] == 300
+    assert os.path.exists(os.path.join(first.checkpoint, checkpoint.SPLITTER_FILE))
 
-    # Same output and name: Ray Train restores the run and trains only the missing epoch.
+    # Same output and name: Ray Train restores the run and trains only the missing epoch,
+    # with the splitter the run already has (not a new one).
     second = run(_cfg(mnist_dir, out, "learn", epochs=3))
-    history = recognizer.load(second.checkpoint).meta["history"]
+    resumed = recognizer.load(second.checkpoint)
+    history = resumed.meta["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[:2] == model.meta["history"]
+    assert resumed.meta[checkpoint.SPLITTER_HASH] == model.meta[checkpoint.SPLITTER_HASH]
 
 
 def _train_worker_pids() -> list[int]:
