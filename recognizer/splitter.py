@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,8 +116,11 @@ def _logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def train(digits_u8: np.ndarray, cfg: SplitterConfig, device: torch.device | None = None,
-          progress: bool = False) -> tuple[torch.nn.Module, dict]:
+          progress: bool = False, report: Callable[[str], None] | None = None
+          ) -> tuple[torch.nn.Module, dict]:
     """Train a splitter on marks synthesized from ``digits_u8`` (training digits only).
+    ``progress`` shows progress bars; ``report``, if given, gets a line per epoch (for a
+    Ray task, whose output reaches the driver line by line).
 
     Returns the eval-mode network (on the CPU) and metrics: the final epoch's loss, the
     share of stroke pixels of held-out marks (a tenth as many as the training marks, at
@@ -132,6 +135,9 @@ def train(digits_u8: np.ndarray, cfg: SplitterConfig, device: torch.device | Non
     x, y, w = (torch.from_numpy(a) for a in peel_examples(digits_u8, cfg.examples, rng, progress))
     held_out = min(2000, max(100, cfg.examples // 10))
     hx, hy, hw = (torch.from_numpy(a) for a in peel_examples(digits_u8, held_out, rng))
+    if report is not None:
+        report(f"splitter: synthesized {cfg.examples:,} marks of touching digits "
+               f"[{time.perf_counter() - t0:.0f} s]")
     net = splitter_net().to(device)
     steps_per_epoch = max(1, len(x) // cfg.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), cfg.lr / 2, weight_decay=1e-4)
@@ -154,6 +160,9 @@ def train(digits_u8: np.ndarray, cfg: SplitterConfig, device: torch.device | Non
             schedule.step()
             total += loss.item()
         loss_value = total / steps_per_epoch
+        if report is not None:
+            report(f"splitter epoch {epoch + 1}/{cfg.epochs}  loss {loss_value:.4f}  "
+                   f"[{time.perf_counter() - t0:.0f} s]")
     net = net.cpu().eval()
     with torch.inference_mode():
         right = ((_logits(net, hx[:, None]) >= 0) == (hy[:, None] >= 0.5)).float()

@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -328,14 +329,15 @@ def _as_u8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
 
 
-def train_splitter(images: np.ndarray, cfg: TrainConfig, progress: bool = False
-                   ) -> tuple[bytes, dict]:
+def train_splitter(images: np.ndarray, cfg: TrainConfig, progress: bool = False,
+                   report: Callable[[str], None] | None = None) -> tuple[bytes, dict]:
     """Train the splitter of touching digits on marks synthesized from ``images`` (the
     training digits): its weights (for ``checkpoint.save``) and metrics."""
     from recognizer.predict import select_device
     from recognizer.splitter import state_bytes, train
 
-    net, metrics = train(_as_u8(images), cfg.splitter_config, select_device(cfg.use_gpu), progress)
+    net, metrics = train(_as_u8(images), cfg.splitter_config, select_device(cfg.use_gpu),
+                         progress, report)
     return state_bytes(net), metrics
 
 
@@ -366,7 +368,7 @@ def _splitter_for_run(cfg: TrainConfig, images: np.ndarray) -> tuple[bytes | Non
 def _splitter_task(images: np.ndarray, cfg: TrainConfig) -> tuple[bytes, dict]:
     # A task holding all the run's CPUs, before the workers start: use them all.
     torch.set_num_threads(max(1, cfg.workers))
-    return train_splitter(images, cfg)
+    return train_splitter(images, cfg, report=_progress)
 
 
 def check_resumable(cfg: TrainConfig) -> None:
