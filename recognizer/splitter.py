@@ -185,8 +185,9 @@ class Splitter:
         if not regions:
             return []
         xs = [scaled(r) for r in regions]
-        # One batch, padded on the right with paper: the network is convolutional, and
-        # paper beyond a mark's end changes nothing the mark's pixels depend on.
+        # One batch, padded on the right with paper as the training marks are: the
+        # network is convolutional, so a mark's map barely depends on the padding (only
+        # its last columns are within reach of it).
         width = max(x.shape[1] for x in xs)
         batch = np.zeros((len(xs), 1, HEIGHT, width), np.float32)
         for i, x in enumerate(xs):

@@ -58,8 +58,8 @@ class TrainConfig:
     #: The splitter of touching digits (recognizer.splitter) trained with the model and
     #: saved in its checkpoints: marks synthesized from the training digits, and epochs.
     #: 0 epochs trains none; fields are then cut by geometry alone.
-    splitter_examples: int = 30_000
-    splitter_epochs: int = 6
+    splitter_examples: int = SplitterConfig.examples
+    splitter_epochs: int = SplitterConfig.epochs
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
