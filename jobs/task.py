@@ -102,10 +102,10 @@ class _Fields:
         self.split = None
         if splitter is not None:
             # torch: imported by field jobs whose checkpoint has a splitter only.
-            from recognizer.checkpoint import splitter_state
+            from recognizer.checkpoint import SPLITTER_FILE, state_dict
             from recognizer.splitter import from_state
 
-            self.split = from_state(splitter_state(splitter))
+            self.split = from_state(state_dict(splitter, SPLITTER_FILE))
         self.texts: list[str | None] = []
         self.digit_confs: list[list[float] | None] = []
         self.confs: list[float] = []

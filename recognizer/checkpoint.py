@@ -184,9 +184,7 @@ def load(uri: str) -> tuple[nn.Module, dict]:
     folder = resolve(uri)
     meta = read_meta(folder)
     raw = _read_weights(folder)
-    state = _safe_load(raw, f"{folder}/{MODEL_FILE}")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{folder}/{MODEL_FILE} is not a state dict of tensors")
+    state = state_dict(raw, f"{folder}/{MODEL_FILE}")
     model = build(meta["model"], int(meta.get("classes", settings.DIGITS)))
     try:
         model.load_state_dict(state)
@@ -194,6 +192,12 @@ def load(uri: str) -> tuple[nn.Module, dict]:
         raise CheckpointError(f"weights in {folder} do not fit model {meta['model']!r}: {exc}") from exc
     model.eval()
     return model, _identified(meta, folder, hashlib.sha256(raw).hexdigest())
+
+
+def files(meta: dict) -> list[str]:
+    """The files a copy of the checkpoint ``meta`` describes needs, meta.json last (its
+    presence marks a checkpoint complete); the training state is left out."""
+    return [MODEL_FILE, *([SPLITTER_FILE] if meta.get(SPLITTER_HASH) else []), META_FILE]
 
 
 def read_splitter(meta: dict) -> bytes | None:
@@ -214,8 +218,9 @@ def read_splitter(meta: dict) -> bytes | None:
     return raw
 
 
-def splitter_state(raw: bytes, what: str = SPLITTER_FILE) -> dict:
-    """The splitter's state dict from its weights file, refusing anything but tensors."""
+def state_dict(raw: bytes, what: str) -> dict:
+    """A state dict from a weights file (``what`` names it in errors), refusing anything
+    but tensors."""
     state = _safe_load(raw, what)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{what} is not a state dict of tensors")

@@ -24,7 +24,7 @@ import numpy as np
 from recognizer.fields import model_inputs
 from recognizer.segment import Piece, SegmentConfig, segment
 from recognizer.settings import NOT_A_DIGIT
-from recognizer.synth_fields import make_field_with_spans
+from recognizer.synth_fields import as_digits_u8, make_field_with_spans
 
 #: A piece is one digit when it spans this share of the digit's columns ...
 WHOLE = 0.85
@@ -71,8 +71,7 @@ def cut_pieces(digits: np.ndarray, labels: np.ndarray, fields: int, rng: np.rand
     config = config or SegmentConfig()
     if len(digits) != len(labels) or not len(digits):
         raise ValueError("digits and labels must be non-empty and of the same length")
-    if digits.dtype != np.uint8:
-        digits = np.clip(np.rint(np.asarray(digits) * 255.0), 0, 255).astype(np.uint8)
+    digits = as_digits_u8(digits)
     xs: list[np.ndarray] = []
     ys: list[int] = []
     for _ in tqdm(range(fields), desc="cutting field pieces", unit="field", disable=not progress):

@@ -116,6 +116,6 @@ def load_splitter(meta: dict, device: torch.device | None = None) -> Splitter | 
     if raw is None:
         return None
     try:
-        return from_state(checkpoint.splitter_state(raw), device)
+        return from_state(checkpoint.state_dict(raw, checkpoint.SPLITTER_FILE), device)
     except ValueError as exc:
         raise CheckpointError(f"{meta['uri']}/{checkpoint.SPLITTER_FILE}: {exc}") from exc

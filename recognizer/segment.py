@@ -485,6 +485,7 @@ def _peel_cuttings(blobs: dict[int, _Blob], ink: np.ndarray, most: dict[int, int
     most = dict(most)
     owners = {i: np.zeros(b.mask.shape, np.int32) for i, b in blobs.items()}
     rests = {i: b.mask.copy() for i, b in blobs.items()}
+    grown = {i: _grown(b) for i, b in blobs.items()}
     out: dict[int, list[tuple[list[Piece], int]]] = {i: [] for i in blobs}
     for k in range(2, max(most.values(), default=1) + 1):
         active = [i for i in blobs
@@ -506,8 +507,8 @@ def _peel_cuttings(blobs: dict[int, _Blob], ink: np.ndarray, most: dict[int, int
             full = owner.copy()
             full[rest] = k
             full = _tidy(full, b.mask)
-            grown, spread = _grown(b), _spread(full)
-            pieces = [_piece(b, ink, spread == j, grown) for j in range(1, k + 1)]
+            spread = _spread(full)
+            pieces = [_piece(b, ink, spread == j, grown[i]) for j in range(1, k + 1)]
             if all(piece is not None for piece in pieces):
                 out[i].append((pieces, _junction(full, b.mask)))
             cols = np.flatnonzero(rest.any(0))

@@ -63,24 +63,25 @@ def _scaled_labels(labels: np.ndarray, width: int) -> np.ndarray:
     return F.interpolate(t, size=(HEIGHT, width), mode="nearest")[0, 0].numpy()
 
 
-def peel_examples(digits_u8: np.ndarray, count: int, rng: np.random.Generator,
+def peel_examples(digits: np.ndarray, count: int, rng: np.random.Generator,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``count`` marks of touching training digits, as network inputs and targets.
 
     Returns (inputs, leftmost, weight), each (count, HEIGHT, TRAIN_WIDTH) float32: the
     mark's ink, 1 where a pixel belongs to the mark's leftmost digit, and 1 on the
     mark's stroke pixels (the loss counts those only; padding and paper have weight 0).
-    ``digits_u8``: light-on-dark uint8 MNIST digits.
+    ``digits``: light-on-dark digits, uint8 or float in [0, 1].
     """
     from tqdm import tqdm
 
     # Here, not at the top: model actors and servers load splitters, and need neither
     # the segmenter (scipy) nor the synthesizer.
     from recognizer.segment import SegmentConfig, grown_mask, ink_map, marks
-    from recognizer.synth_fields import make_field_with_owners
+    from recognizer.synth_fields import as_digits_u8, make_field_with_owners
 
-    if count < 1 or not len(digits_u8):
+    if count < 1 or not len(digits):
         raise ValueError("need at least one example and one digit")
+    digits_u8 = as_digits_u8(digits)
     cfg = SegmentConfig()
     shape = (count, HEIGHT, TRAIN_WIDTH)
     inputs, leftmost, weight = (np.zeros(shape, np.float32) for _ in range(3))
@@ -115,10 +116,11 @@ def _logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(net(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def train(digits_u8: np.ndarray, cfg: SplitterConfig, device: torch.device | None = None,
+def train(digits: np.ndarray, cfg: SplitterConfig, device: torch.device | None = None,
           progress: bool = False, report: Callable[[str], None] | None = None
           ) -> tuple[torch.nn.Module, dict]:
-    """Train a splitter on marks synthesized from ``digits_u8`` (training digits only).
+    """Train a splitter on marks synthesized from ``digits`` (training digits only, uint8
+    or float in [0, 1]).
     ``progress`` shows progress bars; ``report``, if given, gets a line per epoch (for a
     Ray task, whose output reaches the driver line by line).
 
@@ -132,9 +134,9 @@ def train(digits_u8: np.ndarray, cfg: SplitterConfig, device: torch.device | Non
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    x, y, w = (torch.from_numpy(a) for a in peel_examples(digits_u8, cfg.examples, rng, progress))
+    x, y, w = (torch.from_numpy(a) for a in peel_examples(digits, cfg.examples, rng, progress))
     held_out = min(2000, max(100, cfg.examples // 10))
-    hx, hy, hw = (torch.from_numpy(a) for a in peel_examples(digits_u8, held_out, rng))
+    hx, hy, hw = (torch.from_numpy(a) for a in peel_examples(digits, held_out, rng))
     if report is not None:
         report(f"splitter: synthesized {cfg.examples:,} marks of touching digits "
                f"[{time.perf_counter() - t0:.0f} s]")

@@ -20,6 +20,14 @@ BASE_HEIGHT = 40
 _CROP_LEVEL = 30
 
 
+def as_digits_u8(digits: np.ndarray) -> np.ndarray:
+    """Light-on-dark digits as uint8, from raw MNIST (kept as it is) or from floats in
+    [0, 1] (the training set after preprocessing), so that any data source works."""
+    if digits.dtype == np.uint8:
+        return digits
+    return np.clip(np.rint(np.asarray(digits) * 255.0), 0, 255).astype(np.uint8)
+
+
 def _crop_to_ink(digit: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(digit.max(1) > _CROP_LEVEL)
     cols = np.flatnonzero(digit.max(0) > _CROP_LEVEL)

@@ -323,12 +323,6 @@ def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
     return np.concatenate([x, px]), np.concatenate([y, py]), len(py)
 
 
-def _as_u8(images: np.ndarray) -> np.ndarray:
-    if images.dtype == np.uint8:
-        return images
-    return np.clip(np.rint(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
-
-
 def train_splitter(images: np.ndarray, cfg: TrainConfig, progress: bool = False,
                    report: Callable[[str], None] | None = None) -> tuple[bytes, dict]:
     """Train the splitter of touching digits on marks synthesized from ``images`` (the
@@ -336,7 +330,7 @@ def train_splitter(images: np.ndarray, cfg: TrainConfig, progress: bool = False,
     from recognizer.predict import select_device
     from recognizer.splitter import state_bytes, train
 
-    net, metrics = train(_as_u8(images), cfg.splitter_config, select_device(cfg.use_gpu),
+    net, metrics = train(images, cfg.splitter_config, select_device(cfg.use_gpu),
                          progress, report)
     return state_bytes(net), metrics
 
@@ -359,7 +353,7 @@ def _splitter_for_run(cfg: TrainConfig, images: np.ndarray) -> tuple[bytes | Non
     _progress(f"training the splitter of touching digits ({cfg.splitter_examples:,} marks, "
               f"{cfg.splitter_epochs} epochs)")
     task = ray.remote(_splitter_task).options(num_cpus=cfg.workers, num_gpus=1 if cfg.use_gpu else 0)
-    raw, metrics = ray.get(task.remote(ray.put(_as_u8(images)), cfg))
+    raw, metrics = ray.get(task.remote(images, cfg))
     _progress(f"splitter: {metrics['pixel_accuracy']:.2%} of held-out stroke pixels on the "
               f"right side, {_seconds_fmt(metrics['seconds'])}")
     return raw, metrics

@@ -34,13 +34,6 @@ def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _files(folder: str) -> list[str]:
-    """The files of a checkpoint to copy, meta.json last (it marks the copy complete)."""
-    meta = checkpoint.read_meta(folder)
-    extra = [checkpoint.SPLITTER_FILE] if meta.get(checkpoint.SPLITTER_HASH) else []
-    return [checkpoint.MODEL_FILE, *extra, checkpoint.META_FILE]
-
-
 def _model(args: argparse.Namespace) -> str:
     """A checkpoint in the bucket: trained now, or the one an earlier demo cached."""
     from recognizer.train import TrainConfig, run
@@ -50,7 +43,7 @@ def _model(args: argparse.Namespace) -> str:
         source = checkpoint.resolve(args.checkpoint or CACHE)
         print(f"reusing checkpoint {source} (pass --retrain to train again)")
         uri = storage.join(target, "checkpoint_reused")
-        for name in _files(source):
+        for name in checkpoint.files(checkpoint.read_meta(source)):
             storage.write_bytes(storage.join(uri, name), storage.read_bytes(storage.join(source, name)))
         return uri
     print(f"training '{settings.DEFAULT_MODEL}' for {args.epochs} epochs on {args.workers} Ray Train "
@@ -60,7 +53,7 @@ def _model(args: argparse.Namespace) -> str:
     result = run(TrainConfig(data=args.data, epochs=args.epochs, workers=args.workers,
                              output=f"s3://{BUCKET}/runs", name="digits", splitter_epochs=0))
     os.makedirs(CACHE, exist_ok=True)
-    for name in _files(result.checkpoint):
+    for name in checkpoint.files(checkpoint.read_meta(result.checkpoint)):
         with open(os.path.join(CACHE, name), "wb") as f:
             f.write(storage.read_bytes(storage.join(result.checkpoint, name)))
     return result.checkpoint
