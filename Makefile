@@ -26,15 +26,19 @@ $(BIN)/digits: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
+# Every folder of Python code.
+CODE := recognizer serving jobs formdigits devstack tests bench
+
 test: $(BIN)/digits
-	$(BIN)/ruff check recognizer serving jobs stack tests bench
+	$(BIN)/ruff check $(CODE)
 	$(BIN)/pytest -q
 
 lint: $(BIN)/digits
-	$(BIN)/ruff check recognizer serving jobs stack tests bench
+	$(BIN)/ruff check $(CODE)
 
+# The dev stack is not installed: it runs from the repository root.
 demo: $(BIN)/digits
-	$(BIN)/python -m stack.demo
+	$(BIN)/python -m devstack.demo
 
 bench: $(BIN)/digits
 	$(BIN)/python -m bench.run --output bench/RESULTS.md

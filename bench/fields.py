@@ -18,9 +18,8 @@ import numpy as np
 
 import recognizer
 from recognizer import data
-from recognizer.fields import FieldResult, read_fields
-from recognizer.segment import segment
-from recognizer.synth_fields import make_fields
+from recognizer.data.synth_fields import make_fields
+from recognizer.fields import FieldResult, read_fields, segment
 
 LENGTH = 5
 COUNT = 2000

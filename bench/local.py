@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from recognizer import ray_session
-from stack import services
+from devstack import services
+from recognizer.runtime import ray_session
 
 
 @contextmanager

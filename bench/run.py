@@ -15,7 +15,8 @@ import os
 import platform
 import sys
 
-from recognizer import ray_session, settings
+from recognizer import settings
+from recognizer.runtime import ray_session
 
 SECTIONS = {"training": "bench.training", "serving": "bench.serving", "jobs": "bench.jobs",
             "fields": "bench.fields"}

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from stack import services
+from devstack import services
 
 CONCURRENCY = (1, 16, 64)
 #: Requests per concurrency level, and the wall-clock cap per level (seconds).
@@ -147,7 +147,7 @@ def run(checkpoint: str, data_dir: str) -> dict:
     """Benchmark both modes in one run; returns rows plus the two target checks."""
     import ray
 
-    from recognizer import ray_session
+    from recognizer.runtime import ray_session
 
     load_before = os.getloadavg()  # other work on the machine skews every number below
     started_ray = not ray.is_initialized()

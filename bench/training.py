@@ -11,8 +11,10 @@ import time
 import numpy as np
 
 import recognizer
-from recognizer import data, synth
-from recognizer.train import TrainConfig, run
+from recognizer import data
+from recognizer.data import synth
+from recognizer.training.config import TrainConfig
+from recognizer.training.ray_train import run
 
 #: Epochs for the like-for-like model comparison.
 COMPARE_EPOCHS = 10

@@ -6,7 +6,11 @@ import argparse
 import json
 import sys
 
+from jobs.config import MODES, JobConfig, defaults
 from recognizer import settings
+
+#: JobConfig's defaults: the flags' defaults.
+_D = defaults()
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -71,28 +75,35 @@ _JOB_FLAGS: list[tuple[str, dict]] = [
     ("--output", {"required": True, "help": "s3:// prefix (or folder) for output shards"}),
     ("--checkpoint", {"required": True, "help": "checkpoint folder or training run (local or s3://)"}),
     ("--overwrite", {"action": "store_true", "help": "redo shards whose output already exists"}),
-    ("--mode", {"choices": ["digit", "field"], "default": "digit",
+    ("--mode", {"choices": list(MODES), "default": _D["mode"],
                 "help": "digit: one digit per image (label column); field: a row of digits such as "
                         "a postal code (text column)"}),
-    ("--field-length", {"type": int, "help": "with --mode field: the number of digits every field holds, "
-                                             "when known (postal codes: 5)"}),
-    ("--batch-size", {"type": int, "default": 512, "help": "images per inference batch"}),
-    ("--actors", {"type": int, "help": "model actors (default: one per GPU, else 1)"}),
-    ("--actor-cpus", {"type": float, "default": 0.0,
-                      "help": "CPUs reserved per model actor (default 0: decoding tasks get every core)"}),
-    ("--actor-threads", {"type": int, "default": 1, "help": "torch threads per model actor"}),
-    ("--task-cpus", {"type": float, "default": 0.5,
-                     "help": "CPUs reserved per shard task (default 0.5: two tasks per core, so one "
-                             "decodes while the other waits for S3 or the model)"}),
-    ("--max-in-flight", {"type": int, "help": "shard tasks queued at once (default: 8 x the tasks "
-                                              "that fit on the cluster's CPUs)"}),
-    ("--id-column", {"default": "id"}),
-    ("--image-column", {"default": "image"}),
-    ("--metrics-port", {"type": int, "help": "serve Prometheus /metrics on this port while running"}),
-    ("--metrics-host", {"default": "127.0.0.1", "help": "address for --metrics-port (0.0.0.0: all)"}),
-    ("--metrics-linger", {"type": float, "default": 0.0,
+    ("--field-length", {"type": int, "default": _D["field_length"],
+                        "help": "with --mode field: the number of digits every field holds, "
+                                "when known (postal codes: 5)"}),
+    ("--batch-size", {"type": int, "default": _D["batch_size"], "help": "images per inference batch"}),
+    ("--actors", {"type": int, "default": _D["actors"],
+                  "help": "model actors (default: one per GPU, else 1)"}),
+    ("--actor-cpus", {"type": float, "default": _D["actor_cpus"],
+                      "help": "CPUs reserved per model actor (default %(default)s: decoding tasks get "
+                              "every core)"}),
+    ("--actor-threads", {"type": int, "default": _D["actor_threads"],
+                         "help": "torch threads per model actor"}),
+    ("--task-cpus", {"type": float, "default": _D["task_cpus"],
+                     "help": "CPUs reserved per shard task (default %(default)s: two tasks per core, so "
+                             "one decodes while the other waits for S3 or the model)"}),
+    ("--max-in-flight", {"type": int, "default": _D["max_in_flight"],
+                         "help": "shard tasks queued at once (default: 8 x the tasks that fit on the "
+                                 "cluster's CPUs)"}),
+    ("--id-column", {"default": _D["id_column"]}),
+    ("--image-column", {"default": _D["image_column"]}),
+    ("--metrics-port", {"type": int, "default": _D["metrics_port"],
+                        "help": "serve Prometheus /metrics on this port while running"}),
+    ("--metrics-host", {"default": _D["metrics_host"], "help": "address for --metrics-port (0.0.0.0: all)"}),
+    ("--metrics-linger", {"type": float, "default": _D["metrics_linger"],
                           "help": "keep /metrics up this many seconds after the job (final scrape)"}),
-    ("--job-id", {"help": "id recorded in _job.json (default: the Ray job id, else random)"}),
+    ("--job-id", {"default": _D["job_id"],
+                  "help": "id recorded in _job.json (default: the Ray job id, else random)"}),
 ]
 
 
@@ -114,9 +125,8 @@ def _run_argv(args: argparse.Namespace) -> list[str]:
     return argv + ["--no-progress"]
 
 
-def _config(args: argparse.Namespace):
-    from jobs.run import JobConfig
-
+def config_from_args(args: argparse.Namespace) -> JobConfig:
+    """The :class:`JobConfig` the ``job run`` (or ``submit``) flags describe."""
     return JobConfig(input=args.input, output=args.output, checkpoint=args.checkpoint,
                      overwrite=args.overwrite, mode=args.mode, field_length=args.field_length,
                      batch_size=args.batch_size,
@@ -131,9 +141,9 @@ def _config(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace) -> int:
     from jobs.run import run_job
-    from recognizer import ray_session
+    from recognizer.runtime import ray_session
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     cfg.validate()
     ray_session.connect()
     summary = run_job(cfg)
@@ -150,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from jobs import submit
 
-    _config(args).validate()
+    config_from_args(args).validate()
     job_id = submit.submit(_run_argv(args), args.address, args.submission_id)
     print(job_id)
     print(f"follow with: digits job logs {job_id} --follow; status: digits job status {job_id}",

@@ -19,15 +19,15 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class ModelActor:
-    """Holds one loaded checkpoint; ``predict`` labels a batch of preprocessed digits."""
+    """Holds one loaded checkpoint; ``probabilities`` runs a batch of preprocessed inputs."""
 
     def __init__(self, checkpoint: str, threads: int = 1, use_gpu: bool = False,
                  expected_version: str | None = None, aws: dict[str, str] | None = None):
         import torch
 
-        from recognizer import storage
         from recognizer.errors import CheckpointError
         from recognizer.predict import load
+        from recognizer.runtime import storage
 
         storage.use_aws_settings(aws or {})
         # Decoding tasks share the CPUs with this actor: cap torch's threads so the
@@ -60,6 +60,7 @@ class ModelActor:
                 "uri": meta.get("uri"), "accuracy": meta.get("accuracy")}
 
     def pid(self) -> int:
+        """This actor's process id (for tests that stop it)."""
         return os.getpid()
 
     def probabilities(self, x: np.ndarray, not_a_digit: bool = False) -> tuple[np.ndarray, float]:
@@ -72,11 +73,6 @@ class ModelActor:
             self._latency.observe(seconds)
             self._images.inc(len(x))
         return probs, seconds
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """(labels int8, confidences float32, seconds) for an (N, 28, 28) float32 batch."""
-        probs, seconds = self.probabilities(x)
-        return probs.argmax(1).astype(np.int8), probs.max(1, initial=0.0).astype(np.float32), seconds
 
 
 def actor_name(job_id: str, index: int) -> str:

@@ -12,65 +12,26 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import ray
 
 from jobs import infer, sink, source
+from jobs.config import JobConfig
 from jobs.errors import JobError
 from jobs.metrics import JobMetrics
 from jobs.task import ShardResult, ShardSettings, describe_failure, process_shard
-from recognizer import checkpoint, storage
-from recognizer.errors import CheckpointError, ConfigError, StorageError
+from recognizer import checkpoint
+from recognizer.errors import CheckpointError, StorageError
+from recognizer.runtime import storage
+
+__all__ = ["JobConfig", "run_job"]
 
 #: Shard tasks queued per task that can run at once (default of --max-in-flight).
 QUEUE_PER_SLOT = 8
 
 #: Ray retries a shard task this many times when its worker or node dies.
 TASK_RETRIES = 5
-
-
-@dataclass
-class JobConfig:
-    """Everything a job needs; the CLI fills it from flags."""
-
-    input: str
-    output: str
-    checkpoint: str
-    overwrite: bool = False
-    mode: str = "digit"  # or "field": whole rows of digits, output column `text`
-    field_length: int | None = None  # digits per field, when known
-    batch_size: int = 512
-    actors: int | None = None  # default: one per GPU, else 1
-    actor_cpus: float = 0.0
-    actor_threads: int = 1
-    gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs
-    task_cpus: float = 0.5  # CPUs Ray reserves per shard task; below 1, tasks overlap I/O waits
-    max_in_flight: int | None = None  # default: QUEUE_PER_SLOT x the shard tasks that fit at once
-    id_column: str = "id"
-    image_column: str = "image"
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    metrics_linger: float = 0.0  # keep /metrics up this long after the end (final scrape)
-    job_id: str | None = None
-    progress: bool = True
-
-    def validate(self) -> None:
-        for name in ("batch_size", "actors", "max_in_flight", "actor_threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if not 0 < self.task_cpus <= 64:
-            raise ConfigError(f"--task-cpus must be above 0 (and at most 64), got {self.task_cpus}")
-        if self.actor_cpus < 0:
-            raise ConfigError(f"--actor-cpus must not be negative, got {self.actor_cpus}")
-        if self.mode not in ("digit", "field"):
-            raise ConfigError(f"--mode must be 'digit' or 'field', got {self.mode!r}")
-        if self.field_length is not None and (self.mode != "field" or self.field_length < 1):
-            raise ConfigError("--field-length needs --mode field and must be at least 1")
-        if self.input.rstrip("/") == self.output.rstrip("/"):
-            raise ConfigError("--output must differ from --input: outputs would be read as inputs")
 
 
 def _now() -> str:

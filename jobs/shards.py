@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.errors import JobError
-from recognizer import storage, synth
-from recognizer.data import load_idx_raw
+from recognizer.data import load_idx_raw, synth
+from recognizer.data.synth_fields import make_fields
 from recognizer.errors import DataError, StorageError
-from recognizer.synth_fields import make_fields
+from recognizer.runtime import storage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Pixels per side of the digit in a synthesized scan (form-crop sized).

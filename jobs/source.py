@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.errors import JobError, ShardError
-from recognizer import storage
 from recognizer.errors import StorageError
+from recognizer.runtime import storage
 
 SUFFIX = ".parquet"
 

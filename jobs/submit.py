@@ -14,7 +14,7 @@ import time
 import uuid
 
 from jobs.errors import JobError
-from recognizer import storage
+from recognizer.runtime import storage
 
 #: How long to wait for a new cluster's job agents to come up before giving up.
 AGENT_WAIT_S = 60.0

@@ -15,11 +15,14 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from jobs import sink, source
+from jobs import schema, sink, source
+from jobs.config import JobConfig
 from jobs.errors import ShardError
-from recognizer import settings, storage
+from recognizer import settings
 from recognizer.errors import DigitsError, ImageError
 from recognizer.preprocess import preprocess_many
+from recognizer.results import FieldResult, Predictions
+from recognizer.runtime import storage
 
 #: Batches sent to actors but not yet collected, per task: enough to keep the actor
 #: busy while this task preprocesses the next batch, few enough to bound memory.
@@ -28,12 +31,14 @@ PIPELINE_DEPTH = 2
 
 @dataclass
 class ShardSettings:
-    id_column: str = "id"
-    image_column: str = "image"
-    batch_size: int = 512
+    """What every shard task of a job needs to know, from its :class:`JobConfig`."""
+
+    id_column: str = JobConfig.id_column
+    image_column: str = JobConfig.image_column
+    batch_size: int = JobConfig.batch_size
     model_version: str = ""
-    mode: str = "digit"
-    field_length: int | None = None
+    mode: str = JobConfig.mode
+    field_length: int | None = JobConfig.field_length
     #: The driver's S3 settings (storage.aws_settings); kept out of every repr and log.
     aws: dict[str, str] = field(default_factory=dict, repr=False)
     #: Field mode: an object ref to the checkpoint's splitter weights, put once by the
@@ -55,42 +60,32 @@ class ShardResult:
     batch_seconds: list[float] = field(default_factory=list)
 
 
-def _prepare(images: list) -> tuple[np.ndarray, list[str | None]]:
-    """Model inputs for a batch, and per row None or the error written to the output."""
-    x, errors = preprocess_many(images)
-    return x, [None if e is None else f"{e.code}: {e}" for e in errors]
-
-
 class _Digits:
-    """Digit mode: one label per image, from the actors' ``predict``."""
+    """Digit mode: one label per image, from the actors' digit probabilities."""
 
     def __init__(self) -> None:
-        self.labels: list[np.ndarray] = []
-        self.confs: list[np.ndarray] = []
-        self.errors: list[str | None] = []
+        self.parts: list[Predictions] = []
 
     def submit(self, images: list, actor) -> tuple:
-        x, errs = _prepare(images)
-        ok = np.array([e is None for e in errs], dtype=bool)
-        return errs, ok, (actor.predict.remote(x[ok]) if ok.any() else None)
+        x, errors = preprocess_many(images)
+        ok = np.array([e is None for e in errors], dtype=bool)
+        return errors, ok, (actor.probabilities.remote(x[ok]) if ok.any() else None)
 
     def collect(self, item: tuple) -> float | None:
-        errs, ok, ref = item
-        lab = np.zeros(len(errs), np.int8)
-        conf = np.zeros(len(errs), np.float32)
+        errors, ok, ref = item
+        probs = np.zeros((len(errors), settings.DIGITS), np.float32)
         seconds = None
         if ref is not None:
-            lab[ok], conf[ok], seconds = ray.get(ref)
-        self.labels.append(lab)
-        self.confs.append(conf)
-        self.errors.extend(errs)
+            probs[ok], seconds = ray.get(ref)
+        self.parts.append(Predictions.from_probabilities(probs, errors))
         return seconds
 
+    @property
+    def errors(self) -> list[ImageError | None]:
+        return [e for p in self.parts for e in p.errors]
+
     def table(self, ids: pa.Array, model_version: str) -> pa.Table:
-        return sink.build_table(
-            ids, np.concatenate(self.labels) if self.labels else np.zeros(0, np.int8),
-            np.concatenate(self.confs) if self.confs else np.zeros(0, np.float32),
-            self.errors, model_version)
+        return schema.digit_table(ids, Predictions.concat(self.parts), model_version)
 
 
 class _Fields:
@@ -106,10 +101,7 @@ class _Fields:
             from recognizer.splitter import from_state
 
             self.split = from_state(state_dict(splitter, SPLITTER_FILE))
-        self.texts: list[str | None] = []
-        self.digit_confs: list[list[float] | None] = []
-        self.confs: list[float] = []
-        self.errors: list[str | None] = []
+        self.results: list[FieldResult | ImageError] = []
 
     def submit(self, images: list, actor) -> tuple:
         from recognizer.fields import prepare_fields  # scipy: imported by field jobs only
@@ -125,22 +117,15 @@ class _Fields:
             probs, seconds = np.zeros((0, settings.DIGITS + 1), np.float32), None
         else:
             probs, seconds = ray.get(ref)
-        for result in assemble_fields(plan, probs):
-            if isinstance(result, ImageError):
-                self.texts.append(None)
-                self.digit_confs.append(None)
-                self.confs.append(0.0)
-                self.errors.append(f"{result.code}: {result}")
-            else:
-                self.texts.append(result.text)
-                self.digit_confs.append(list(result.confidences))
-                self.confs.append(result.confidence)
-                self.errors.append(None)
+        self.results.extend(assemble_fields(plan, probs))
         return seconds
 
+    @property
+    def errors(self) -> list[ImageError | None]:
+        return [r if isinstance(r, ImageError) else None for r in self.results]
+
     def table(self, ids: pa.Array, model_version: str) -> pa.Table:
-        return sink.build_field_table(ids, self.texts, self.digit_confs,
-                                      np.asarray(self.confs, np.float32), self.errors, model_version)
+        return schema.field_table(ids, self.results, model_version)
 
 
 def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
@@ -183,7 +168,7 @@ def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
     all_ids = pa.concat_arrays([a.cast(id_type) for a in id_parts]) if id_parts else pa.array([], id_type)
     sink.write_table(out_uri, mode.table(all_ids, cfg.model_version))
     errors = mode.errors
-    codes = Counter(e.split(":", 1)[0] for e in errors if e is not None)
+    codes = Counter(e.code for e in errors if e is not None)
     failed = sum(codes.values())
     return ShardResult(name, "ok", rows_ok=len(errors) - failed, rows_failed=failed,
                        error_codes=dict(codes), seconds=time.perf_counter() - start,

@@ -1,4 +1,7 @@
-"""formdigits recognizer: preprocessing, models, checkpoints and prediction.
+"""formdigits recognizer: the core (image bytes -> model input -> labels), with field
+reading (:mod:`recognizer.fields`), training (:mod:`recognizer.training`), data
+(:mod:`recognizer.data`) and storage and the Ray session (:mod:`recognizer.runtime`)
+in subpackages. See docs/architecture.md.
 
 >>> import recognizer
 >>> model = recognizer.load("s3://bucket/checkpoints/digits")      # doctest: +SKIP
@@ -12,7 +15,7 @@ from recognizer.errors import CheckpointError, DigitsError, ImageError
 
 # torch is imported only when the model is needed: batch-job decoding tasks use
 # preprocessing alone, and importing torch costs each of them seconds and memory.
-_LAZY = {"Predictions": "recognizer.predict", "Recognizer": "recognizer.predict",
+_LAZY = {"Predictions": "recognizer.results", "Recognizer": "recognizer.predict",
          "load": "recognizer.predict", "preprocess": "recognizer.preprocess"}
 
 

@@ -27,9 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from recognizer import settings, storage
+from recognizer import settings
 from recognizer.errors import CheckpointError, StorageError
 from recognizer.models import MODELS, build
+from recognizer.runtime import storage
 
 FORMAT = "formdigits-checkpoint"
 FORMAT_VERSION = 1

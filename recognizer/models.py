@@ -13,27 +13,34 @@ import torch
 from torch import nn
 
 from recognizer.errors import ConfigError
-from recognizer.settings import DIGITS
+from recognizer.settings import DIGITS, IMAGE_SIZE
+
+#: Pixels of one input image, flattened.
+_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+#: Side of the seed CNN's feature maps after two 3x3 convolutions and a 2x2 pool.
+_SEED_MAP = (IMAGE_SIZE - 4) // 2
 
 # MNIST pixel statistics; standardising inside the model keeps every caller on [0, 1].
 _MEAN, _STD = 0.1307, 0.3081
 
 
 class Standardize(nn.Module):
+    """Scale [0, 1] inputs to MNIST's mean and standard deviation."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - _MEAN) / _STD
 
 
 def perceptron(classes: int = DIGITS) -> nn.Module:
     """One dense layer: the seeds' linear baseline."""
-    return nn.Sequential(Standardize(), nn.Flatten(), nn.Linear(28 * 28, classes))
+    return nn.Sequential(Standardize(), nn.Flatten(), nn.Linear(_PIXELS, classes))
 
 
 def mlp(classes: int = DIGITS) -> nn.Module:
     """Two hidden layers of 512 with dropout."""
     return nn.Sequential(
         Standardize(), nn.Flatten(),
-        nn.Linear(28 * 28, 512), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(_PIXELS, 512), nn.ReLU(), nn.Dropout(0.2),
         nn.Linear(512, 512), nn.ReLU(), nn.Dropout(0.2),
         nn.Linear(512, classes),
     )
@@ -46,7 +53,7 @@ def seed_cnn(classes: int = DIGITS) -> nn.Module:
         nn.Conv2d(1, 32, 3), nn.ReLU(),
         nn.Conv2d(32, 64, 3), nn.ReLU(),
         nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-        nn.Linear(64 * 12 * 12, 256), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(64 * _SEED_MAP * _SEED_MAP, 256), nn.ReLU(), nn.Dropout(0.5),
         nn.Linear(256, classes),
     )
 
@@ -101,7 +108,7 @@ def build(name: str, classes: int = DIGITS) -> nn.Module:
 
 
 def splitter_net(channels: int = 32) -> nn.Module:
-    """The splitter of touching digits (recognizer.splitter): a fully convolutional
+    """The splitter of touching digits (:mod:`recognizer.splitter`): a fully convolutional
     network from a mark's ink (N, 1, 32, W) to a logit per pixel, at half resolution,
     that the pixel belongs to the mark's leftmost digit. Dilated convolutions see about
     66 input pixels across, two digits' width, without pooling away the detail of

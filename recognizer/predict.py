@@ -1,34 +1,23 @@
-"""Where the model runs: a loaded checkpoint that turns images into labels."""
+"""Where the model runs: a loaded checkpoint that turns images into labels.
+
+The model's splitter of touching digits (:mod:`recognizer.splitter`) is loaded with it,
+for field reading.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from recognizer import checkpoint, settings
-from recognizer.errors import CheckpointError, ImageError
+from recognizer.errors import CheckpointError
 from recognizer.preprocess import as_image_list, preprocess_many
+from recognizer.results import Predictions
 from recognizer.splitter import Splitter, from_state
 
-
-@dataclass
-class Predictions:
-    """Results for a batch, one entry per input image, in order.
-
-    Where an image could not be used, its label is -1, its confidence 0, its
-    probabilities zeros, and ``errors[i]`` holds the typed :class:`ImageError`.
-    """
-
-    labels: np.ndarray
-    confidences: np.ndarray
-    probabilities: np.ndarray
-    errors: list[ImageError | None] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.labels)
+__all__ = ["Predictions", "Recognizer", "load", "load_splitter", "select_device"]
 
 
 def select_device(use_gpu: bool | None = None) -> torch.device:
@@ -81,12 +70,16 @@ class Recognizer:
         """Recognise a batch: encoded images or uint8 arrays in, labels and confidences out."""
         items = as_image_list(images)
         x, errors = preprocess_many(items)
+        return Predictions.from_probabilities(self.probabilities(x, errors), errors)
+
+    def probabilities(self, x: np.ndarray, errors: Sequence[object | None]) -> np.ndarray:
+        """(N, 10) digit probabilities of preprocessed inputs, zeros where ``errors[i]``
+        is set (those rows are not run)."""
         ok = np.array([e is None for e in errors], dtype=bool)
-        probs = np.zeros((len(items), settings.DIGITS), dtype=np.float32)
+        probs = np.zeros((len(x), settings.DIGITS), dtype=np.float32)
         if ok.any():
             probs[ok] = self.predict_tensors(x[ok])
-        labels = np.where(ok, probs.argmax(1), -1).astype(np.int64)
-        return Predictions(labels, probs.max(1), probs, errors)
+        return probs
 
 
 def _for_inference(model: torch.nn.Module) -> torch.nn.Module:

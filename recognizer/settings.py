@@ -29,13 +29,13 @@ DIGIT_BOX = 20
 #: The digit classes 0-9 ...
 DIGITS = 10
 #: ... and the index of the extra class of models trained on field pieces: a piece of a
-#: field that is not one whole digit (see recognizer.field_pieces).
+#: field that is not one whole digit (see recognizer.training.field_pieces).
 NOT_A_DIGIT = 10
 
 #: Default model of the registry.
 DEFAULT_MODEL = "best"
 
-#: Inference batch size used by predict() when none is given.
+#: Images per inference batch: predict()'s default, and a batch job's (JobConfig.batch_size).
 PREDICT_BATCH_SIZE = 512
 
 

@@ -10,9 +10,14 @@ HTTP (FastAPI, under ``/v1``):
 Python (``DeploymentHandle``): ``predict_batch(images)`` takes a whole batch (uint8
 array or encoded images) for Ray jobs; ``stats()`` reports recent batch sizes.
 
-Each request is decoded on its own (a bad image fails at once, alone); only the 28x28
-tensors of concurrent single-image requests meet in ``@serve.batch`` and run through
-the model as one tensor. ``serve deploy`` imports :func:`build_app`.
+* ``POST /v1/read``: one field image (a row of digits) as the raw body, ``?length=N``
+  when known -> the digit string, per-digit confidences and boxes.
+
+Each request is decoded (and a field segmented) on its own, so a bad image fails at
+once, alone; the 28x28 tensors of concurrent single-image requests meet in
+``@serve.batch`` and run through the model as one tensor, and so do the pieces of
+concurrent field reads. Answers are built from :mod:`recognizer.results`, as the
+library and batch jobs build theirs. ``serve deploy`` imports :func:`build_app`.
 """
 
 import asyncio
@@ -29,10 +34,12 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from recognizer import settings
 from recognizer.errors import ImageError
-from recognizer.fields import read_field
+from recognizer.fields import assemble_fields, prepare_fields
 from recognizer.predict import Recognizer, load, select_device
 from recognizer.preprocess import as_image_list, preprocess, preprocess_many
+from recognizer.results import Failure, Predictions, digit_entry, field_entry
 from serving import inputs
 from serving.config import APP_NAME, ServeConfig
 from serving.metrics import app_metrics
@@ -49,13 +56,15 @@ api = FastAPI(title="formdigits", version="1",
               description="Recognise handwritten digits on scanned forms.")
 
 
-def error_body(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
+#: Dynamic batching as configured by default (``reconfigure`` applies a deployment's own).
+_BATCHING = {"max_batch_size": ServeConfig.max_batch_size,
+             "batch_wait_timeout_s": ServeConfig.batch_wait_ms / 1000}
 
 
 def error_response(status: int, code: str, message: str, endpoint: str) -> JSONResponse:
+    """The JSON error answer, counted in ``digits_errors`` by endpoint and code."""
     app_metrics().errors.inc(tags={"endpoint": endpoint, "code": code})
-    return JSONResponse(error_body(code, message), status_code=status)
+    return JSONResponse(Failure(code, message).to_json(), status_code=status)
 
 
 def endpoint_of(path: str) -> str:
@@ -124,11 +133,6 @@ class MetricsMiddleware:
 api.add_middleware(MetricsMiddleware)
 
 
-def result_entry(probs: np.ndarray, version: str) -> dict:
-    return {"label": int(probs.argmax()), "confidence": float(probs.max()),
-            "probabilities": [float(p) for p in probs], "model_version": version}
-
-
 @serve.deployment
 @serve.ingress(api)
 class DigitRecognizer:
@@ -147,6 +151,8 @@ class DigitRecognizer:
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
         self.batches = 0  # dynamic batches run, and the requests in them, since start
         self.batched_requests = 0
+        self.read_batches = 0  # batches of field reads' pieces, and the reads in them
+        self.batched_reads = 0
         self.metrics = app_metrics()
 
     async def reconfigure(self, user_config: dict) -> None:
@@ -156,10 +162,14 @@ class DigitRecognizer:
         assignment, so in-flight batches finish on the model they started with.
         """
         new = await asyncio.to_thread(load, user_config["checkpoint"], self.device)
-        await asyncio.to_thread(new.predict_tensors, np.zeros((1, 28, 28), np.float32))  # warm
+        size = settings.IMAGE_SIZE
+        await asyncio.to_thread(new.predict_tensors, np.zeros((1, size, size), np.float32))  # warm
         old, self.recognizer = self.recognizer, new
-        self._infer.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
-        self._infer.set_batch_wait_timeout_s(float(user_config.get("batch_wait_ms", 5.0)) / 1000)
+        batch = int(user_config.get("max_batch_size", ServeConfig.max_batch_size))
+        wait_s = float(user_config.get("batch_wait_ms", ServeConfig.batch_wait_ms)) / 1000
+        for batched in (self._infer, self._infer_pieces):
+            batched.set_max_batch_size(batch)
+            batched.set_batch_wait_timeout_s(wait_s)
         log.info("serving model %s from %s (was %s)", new.version, new.meta.get("uri"),
                  old.version if old else None)
 
@@ -167,16 +177,17 @@ class DigitRecognizer:
         if self.recognizer is None:
             raise RuntimeError("no model loaded")
 
-    def _forward(self, x: np.ndarray, path: str) -> tuple[np.ndarray, str]:
+    def _forward(self, x: np.ndarray, path: str, not_a_digit: bool = False) -> tuple[np.ndarray, str]:
+        """The model on a batch, timed and counted in the inference metrics."""
         rec = self.recognizer  # one model for the whole batch, even across a reload
         start = time.perf_counter()
-        probs = rec.predict_tensors(x)
+        probs = rec.predict_tensors(x, not_a_digit)
         self.metrics.inference_latency_ms.observe((time.perf_counter() - start) * 1000,
                                                   tags={"path": path})
         self.metrics.batch_size.observe(len(x), tags={"path": path})
         return probs, rec.version
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(**_BATCHING)
     async def _infer(self, tensors: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
         """Concurrent single-image requests, as one tensor through the model."""
         self.batch_sizes.append(len(tensors))
@@ -185,15 +196,27 @@ class DigitRecognizer:
         probs, version = await asyncio.to_thread(self._forward, np.stack(tensors), "dynamic")
         return [(p, version) for p in probs]
 
-    async def _run_many(self, images: list[bytes | np.ndarray], path: str
-                        ) -> tuple[np.ndarray, list[ImageError | None], str]:
+    @serve.batch(**_BATCHING)
+    async def _infer_pieces(self, stacks: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
+        """The pieces of concurrent field reads, as one tensor through the model (with
+        the not-a-digit column field reading weighs)."""
+        self.read_batches += 1
+        self.batched_reads += len(stacks)
+        probs, version = await asyncio.to_thread(self._forward, np.concatenate(stacks), "read", True)
+        out, at = [], 0
+        for stack in stacks:
+            out.append((probs[at:at + len(stack)], version))
+            at += len(stack)
+        return out
+
+    async def _run_many(self, images: list[bytes | np.ndarray], path: str) -> tuple[Predictions, str]:
         x, errors = await asyncio.to_thread(preprocess_many, images)
         ok = np.array([e is None for e in errors], dtype=bool)
-        probs = np.zeros((len(images), 10), dtype=np.float32)
+        probs = np.zeros((len(images), settings.DIGITS), dtype=np.float32)
         version = self.recognizer.version
         if ok.any():
             probs[ok], version = await asyncio.to_thread(self._forward, x[ok], path)
-        return probs, errors, version
+        return Predictions.from_probabilities(probs, errors), version
 
     # ---- HTTP (no `from __future__ import annotations` in this module: Serve's ingress
     # rebuilds these signatures and FastAPI must see real Request classes) ----
@@ -210,7 +233,7 @@ class DigitRecognizer:
             x = await asyncio.to_thread(preprocess, image)
         probs, version = await self._infer(x)
         self.metrics.images.inc(tags={"endpoint": "predict"})
-        return JSONResponse(result_entry(probs, version))
+        return JSONResponse(digit_entry(probs, version))
 
     @api.post("/v1/predict/batch")
     async def predict_batch_http(self, request: Request) -> JSONResponse:
@@ -218,17 +241,13 @@ class DigitRecognizer:
         body = await inputs.read_body(request, self.max_body_bytes)
         images = await inputs.batch_images(request, inputs.media_type(request), body,
                                            self.max_batch_images)
-        probs, errors, version = await self._run_many(images, "batch_request")
-        results = []
-        for p, err in zip(probs, errors, strict=True):
-            if err is None:
-                results.append(result_entry(p, version))
-            else:
+        preds, version = await self._run_many(images, "batch_request")
+        for err in preds.errors:
+            if err is not None:
                 self.metrics.errors.inc(tags={"endpoint": "predict_batch", "code": err.code})
-                results.append(error_body(err.code, str(err)))
-        self.metrics.images.inc(len(images) - sum(e is not None for e in errors),
-                                tags={"endpoint": "predict_batch"})
-        return JSONResponse({"results": results, "model_version": version})
+        self.metrics.images.inc(int(preds.ok.sum()), tags={"endpoint": "predict_batch"})
+        return JSONResponse({"results": [preds.entry(i, version) for i in range(len(preds))],
+                             "model_version": version})
 
     @api.post("/v1/read")
     async def read(self, request: Request) -> JSONResponse:
@@ -238,11 +257,18 @@ class DigitRecognizer:
         body = await inputs.read_body(request, self.max_body_bytes)
         image = inputs.single_image(inputs.media_type(request), body)
         rec = self.recognizer
-        # Segmentation and the pieces' model pass run together off the event loop; an
-        # ImageError (blank field, too many components, bad bytes) becomes a 422.
-        result = await asyncio.to_thread(read_field, rec, image, None, length)
+        # Segmentation runs off the event loop; an ImageError (blank field, too many
+        # components, bad bytes) becomes a 422. The pieces join the batching queue.
+        plan = await asyncio.to_thread(prepare_fields, [image], None, length, rec.splitter)
+        if isinstance(plan.entries[0], ImageError):
+            raise plan.entries[0]
+        if len(plan.inputs):
+            probs, version = await self._infer_pieces(plan.inputs)
+        else:  # only marks too small to be digits: nothing for the model
+            probs, version = np.zeros((0, settings.DIGITS + 1), np.float32), rec.version
+        [result] = await asyncio.to_thread(assemble_fields, plan, probs)
         self.metrics.images.inc(tags={"endpoint": "read"})
-        return JSONResponse({**result.to_dict(), "model_version": rec.version})
+        return JSONResponse(field_entry(result, version))
 
     @api.get("/v1/health")
     async def health(self) -> JSONResponse:
@@ -265,20 +291,17 @@ class DigitRecognizer:
         Returns ``{"labels": int64 array (-1 where an image failed), "confidences":
         float32 array, "errors": [None | {"code", "message"}], "model_version": str}``.
         """
-        items = as_image_list(images)
-        probs, errors, version = await self._run_many(items, "handle")
-        ok = np.array([e is None for e in errors], dtype=bool)
-        self.metrics.images.inc(int(ok.sum()), tags={"endpoint": "handle"})
-        return {"labels": np.where(ok, probs.argmax(1), -1).astype(np.int64),
-                "confidences": probs.max(1).astype(np.float32),
-                "errors": [None if e is None else {"code": e.code, "message": str(e)}
-                           for e in errors],
+        preds, version = await self._run_many(as_image_list(images), "handle")
+        self.metrics.images.inc(int(preds.ok.sum()), tags={"endpoint": "handle"})
+        return {"labels": preds.labels, "confidences": preds.confidences.astype(np.float32),
+                "errors": [None if e is None else Failure.of(e).to_dict() for e in preds.errors],
                 "model_version": version}
 
     def stats(self) -> dict:
         """Recent dynamic batch sizes and the model being served (for tests and operators)."""
         return {"batch_sizes": list(self.batch_sizes), "batches": self.batches,
-                "batched_requests": self.batched_requests, "model_version": self.recognizer.version,
+                "batched_requests": self.batched_requests, "read_batches": self.read_batches,
+                "batched_reads": self.batched_reads, "model_version": self.recognizer.version,
                 "max_batch_size": self._infer._get_max_batch_size(),
                 "batch_wait_timeout_s": self._infer._get_batch_wait_timeout_s()}
 

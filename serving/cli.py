@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from serving.config import APP_NAME, ServeConfig, parse_autoscale
+from serving.config import APP_NAME, DEFAULT_HOST, DEFAULT_PORT, ServeConfig, parse_autoscale
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--torch-threads", type=int, default=d.torch_threads,
                    help="torch threads per replica (0: torch's default)")
     p.add_argument("--gpu", action="store_true", help="one GPU per replica")
-    p.add_argument("--host", default="127.0.0.1",
+    p.add_argument("--host", default=DEFAULT_HOST,
                    help="HTTP bind address (0.0.0.0 to accept outside connections)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTP port")
     p.add_argument("--name", default=APP_NAME, help="Serve application name")
     p.add_argument("--detach", action="store_true",
                    help="return after deploying, leaving the service running on Ray")
@@ -61,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from recognizer import ray_session
+    from recognizer.runtime import ray_session
     from serving.deploy import check_checkpoint, deploy, wait_forever
 
     cfg = config_from_args(args)

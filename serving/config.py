@@ -15,6 +15,9 @@ from recognizer.errors import ConfigError
 APP_NAME = "digits"
 #: Name of the one deployment in the application.
 DEPLOYMENT_NAME = "DigitRecognizer"
+#: Where ``digits serve`` (and :func:`serving.deploy.deploy`) starts Serve's HTTP proxy.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
 
 
 @dataclass

@@ -6,7 +6,7 @@ import time
 
 from recognizer import checkpoint
 from recognizer.errors import DigitsError
-from serving.config import APP_NAME, ServeConfig
+from serving.config import APP_NAME, DEFAULT_HOST, DEFAULT_PORT, ServeConfig
 
 
 class DeployError(DigitsError):
@@ -18,7 +18,7 @@ def check_checkpoint(uri: str) -> dict:
     return checkpoint.read_meta(checkpoint.resolve(uri))
 
 
-def deploy(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
+def deploy(cfg: ServeConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
            app_name: str = APP_NAME) -> str:
     """Start Serve's HTTP proxy on host:port (if Serve is not running yet) and deploy.
 

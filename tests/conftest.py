@@ -19,8 +19,8 @@ import boto3
 import numpy as np
 import pytest
 
+from devstack import services
 from recognizer import data, settings
-from stack import services
 
 RAY_CPUS = 4
 
@@ -31,7 +31,7 @@ def digits_cli() -> Callable[..., subprocess.CompletedProcess]:
     ``digits_cli(*args, env={...}, cwd=...)``; env entries are added to this one's."""
 
     def run(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "recognizer.cli", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "formdigits.cli", *args], capture_output=True,
                               text=True, timeout=300, env={**os.environ, **(env or {})}, **kw)
 
     return run
@@ -90,18 +90,20 @@ def ray_cluster(s3_server):
     ray.shutdown()
 
 
+#: The tests' recipe: the default recipe in small, with field pieces and a splitter too,
+#: so that fields are read as in production.
+SESSION_RECIPE = dict(model="best", epochs=3, batch_size=128, lr=4e-3, test_limit=2000,
+                      field_pieces=300, splitter_examples=4000, splitter_epochs=3)
+
+
 @pytest.fixture(scope="session")
 def trained_checkpoint(mnist_dir, tmp_path_factory) -> str:
-    """A small but competent checkpoint trained in-process (no Ray) for speed."""
-    from recognizer.train import TrainConfig, fit_in_process
+    """A small but competent checkpoint, made by the product's own training loop run in
+    this process (one worker, no Ray) for speed: the same kind of checkpoint
+    `digits train` writes."""
+    from recognizer.training import local
+    from recognizer.training.config import TrainConfig
 
-    folder = str(tmp_path_factory.mktemp("ckpt") / "model")
-    train = data.load(mnist_dir, "train")
-    test = data.load(mnist_dir, "test")
-    # The default recipe in small: field pieces and a splitter too, so fields are read as
-    # in production.
-    cfg = TrainConfig(model="best", epochs=3, batch_size=128, lr=4e-3, field_pieces=300,
-                      splitter_examples=4000, splitter_epochs=3)
-    fit_in_process(cfg, train, data.Digits(test.images[:2000], test.labels[:2000], test.source),
-                   folder)
-    return folder
+    runs = str(tmp_path_factory.mktemp("ckpt"))
+    result = local.run(TrainConfig(data=mnist_dir, output=runs, name="model", **SESSION_RECIPE))
+    return result.checkpoint

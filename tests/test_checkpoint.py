@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import recognizer
-from recognizer import checkpoint, storage
+from recognizer import checkpoint
 from recognizer.errors import CheckpointError
 from recognizer.preprocess import preprocess_many
+from recognizer.runtime import storage
 
 
 class Payload:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recognizer import synth
-from recognizer.cli import build_parser, main
+from formdigits.cli import build_parser, main
+from recognizer.data import synth
 
 
 def test_help_lists_every_subcommand(digits_cli):

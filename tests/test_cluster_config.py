@@ -110,7 +110,7 @@ def pinned(package: str) -> str:
 
 def parse_digits(command: str):
     """Parse a `digits ...` command line with the real CLI parser; fail clearly if it can't."""
-    from recognizer.cli import build_parser
+    from formdigits.cli import build_parser
 
     argv = shlex.split(command)
     assert argv[0] == "digits", f"not a digits command: {command}"

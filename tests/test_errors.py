@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from stack import services
+from devstack import services
 
 
 def _one_line(out: subprocess.CompletedProcess, *needles: str) -> str:

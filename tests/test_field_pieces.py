@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import recognizer
-from recognizer.field_pieces import cut_pieces, label_piece
-from recognizer.fields import _piece_belief, model_inputs
-from recognizer.segment import Piece, SegmentConfig, segment
+from recognizer.data.synth_fields import make_field, make_field_with_spans
+from recognizer.fields import model_inputs, segment
+from recognizer.fields.marks import Piece
+from recognizer.fields.score import ScoreConfig, piece_belief
 from recognizer.settings import NOT_A_DIGIT
-from recognizer.synth_fields import make_field, make_field_with_spans
+from recognizer.training.field_pieces import cut_pieces, label_piece
 
 #: Three digits' ink, by columns: a 3, a 7 and a 1 that touches the 7.
 SPANS = [(10, 30), (34, 54), (52, 60)]
@@ -65,16 +66,16 @@ def test_cut_pieces_teach_digits_and_not_digits(mnist_test_raw):
 
 
 def test_belief_pays_for_what_the_model_thinks_is_not_a_digit():
-    cfg = SegmentConfig()
+    cfg = ScoreConfig()
     digits = np.array([0.9, 0.05] + [0.00625] * 8, np.float32)
-    plain = _piece_belief(digits, cfg)
+    plain = piece_belief(digits, cfg)
     # The same reading, half of whose mass says "not one digit": the digits' share is
     # renormalised and the piece pays the not-a-digit cost on log(1 - 0.5).
     doubted = np.append(digits * 0.5, 0.5).astype(np.float32)
-    assert _piece_belief(doubted, cfg) == pytest.approx(plain + cfg.not_a_digit_cost * math.log(0.5),
+    assert piece_belief(doubted, cfg) == pytest.approx(plain + cfg.not_a_digit_cost * math.log(0.5),
                                                        rel=1e-5)
     # A ten-class model's probabilities (or an eleventh column of 0) pay nothing extra.
-    assert _piece_belief(np.append(digits, 0.0), cfg) == pytest.approx(plain, rel=1e-6)
+    assert piece_belief(np.append(digits, 0.0), cfg) == pytest.approx(plain, rel=1e-6)
 
 
 def _whole_pieces(fields: list[np.ndarray]) -> np.ndarray:

@@ -10,11 +10,12 @@ from PIL import Image
 from scipy import ndimage
 
 import recognizer
-from recognizer import synth
+from recognizer.data import synth
+from recognizer.data.synth_fields import make_field, make_fields
 from recognizer.errors import BlankImage, EmptyImage, NotAnImage, TooManyComponents, TruncatedImage
-from recognizer.fields import FieldResult, _count_penalty, _piece_belief, read_field, read_fields
-from recognizer.segment import Candidate, Piece, SegmentConfig, ink_map, segment
-from recognizer.synth_fields import make_field, make_fields
+from recognizer.fields import Candidate, FieldResult, SegmentConfig, read_field, read_fields, segment
+from recognizer.fields.marks import Piece, ink_map
+from recognizer.fields.score import ScoreConfig, count_penalty, piece_belief
 
 #: Exact-string rate asserted on separated 4-digit fields with the small 3-epoch test
 #: model (~98% per digit; the trained default model reaches more, see bench/fields.py).
@@ -175,7 +176,7 @@ def _probs(top: float, second: float) -> np.ndarray:
 
 
 def test_doubtful_readings_pay_more_than_their_log_probability():
-    cfg = SegmentConfig()
+    cfg = ScoreConfig()
     sure, doubtful = _probs(0.98, 0.01), _probs(0.45, 0.40)
     # A piece the model hesitates over (a fragment, half a digit, two digits in one) pays
     # its log-probability twice, pays for its entropy and gets little margin gain, so it
@@ -183,8 +184,8 @@ def test_doubtful_readings_pay_more_than_their_log_probability():
     entropy = -float(np.sum(doubtful * np.log(doubtful)))
     expected = (2 * math.log(0.45) - cfg.entropy_cost * entropy
                 + cfg.margin_gain * math.log(0.45 / 0.40))
-    assert _piece_belief(doubtful, cfg) == pytest.approx(expected, rel=1e-5)
-    gap = _piece_belief(sure, cfg) - _piece_belief(doubtful, cfg)
+    assert piece_belief(doubtful, cfg) == pytest.approx(expected, rel=1e-5)
+    gap = piece_belief(sure, cfg) - piece_belief(doubtful, cfg)
     assert gap > 2 * (math.log(0.98) - math.log(0.45))
 
 
@@ -194,14 +195,15 @@ def _cut(boxes: list[tuple[int, int, int, int]]) -> Candidate:
 
 
 def test_cutting_a_pair_in_three_pays_for_the_count():
-    cfg = SegmentConfig()
+    cfg = ScoreConfig()
     # A component 60 px wide at a 40 px digit height holds two digits (60 / 0.75 / 40).
+    digit_width = SegmentConfig().digit_ratio * 40.0
     in_two = _cut([(0, 0, 30, 40), (30, 0, 60, 40)])
     in_three = _cut([(0, 0, 20, 40), (20, 0, 40, 40), (40, 0, 60, 40)])
-    assert _count_penalty(in_two, 40.0, cfg) == pytest.approx(0.0)
-    assert _count_penalty(in_three, 40.0, cfg) == pytest.approx(cfg.count_cost)
+    assert count_penalty(in_two, digit_width, cfg) == pytest.approx(0.0)
+    assert count_penalty(in_three, digit_width, cfg) == pytest.approx(cfg.count_cost)
     whole = Candidate(0, 1, [Piece(np.ones((40, 60), np.float32), (0, 0, 60, 40))])
-    assert _count_penalty(whole, 40.0, cfg) == 0.0  # a whole mark pays the width prior instead
+    assert count_penalty(whole, digit_width, cfg) == 0.0  # a whole mark pays the width prior instead
 
 
 # --- bad input ---------------------------------------------------------------------------

@@ -16,13 +16,14 @@ import pytest
 from PIL import Image
 
 import recognizer
-from jobs import infer, shards
+from devstack import services
+from formdigits.cli import main
+from jobs import infer, schema, shards
 from jobs.run import JobConfig, run_job
 from jobs.task import ShardSettings
-from recognizer import checkpoint, synth
-from recognizer.cli import main
+from recognizer import checkpoint
+from recognizer.data import synth
 from recognizer.errors import CheckpointError
-from stack import services
 
 
 def _put(uri: str, data: bytes) -> None:
@@ -89,8 +90,11 @@ def test_end_to_end_matches_predict(ray_cluster, scans, bucket, trained_checkpoi
     got = np.array([by_id[i] for i in inputs.column("id").to_pylist()])
     np.testing.assert_array_equal(got, expected.labels)
     assert (got == inputs.column("label").to_numpy()).mean() > 0.8  # the model is competent
+    # The declared schema, column for column (the id keeps the input's type).
+    assert out.schema == schema.output_schema("digit", inputs.schema.field("id").type)
     assert out.schema.field("label").type == pa.int8()
     assert out.schema.field("confidence").type == pa.float32()
+    assert out.column("error_code").null_count == len(out)
     assert set(out.column("model_version").to_pylist()) == {model.version}
     assert out.column("error").null_count == len(out)
 
@@ -175,6 +179,10 @@ def test_bad_rows_and_bad_shards_are_reported_not_fatal(ray_cluster, bucket, mni
                 trained_checkpoint).predict([rows["good"]]).labels[0]
         else:
             assert row["label"] is None and row["error"].startswith(kind + ": "), row
+            assert row["error_code"] == kind  # the code as structure, not parsed from text
+    # The summary's counts agree with the error codes the output shards carry.
+    assert schema.error_codes(_read(f"s3://{bucket}/out/a-mixed.parquet")) == \
+        summary["rows"]["errors_by_code"]
     # A failed shard makes the command exit 1; credentials are never in any output.
     code = main(["job", "run", "--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out",
                  "--checkpoint", trained_checkpoint, "--no-progress"])

@@ -7,10 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import recognizer
-from jobs import shards
+from jobs import schema, shards
 from jobs.run import JobConfig, run_job
-from recognizer import storage, synth
+from recognizer.data import synth
 from recognizer.fields import read_fields
+from recognizer.runtime import storage
 
 
 def _table(uri: str) -> pa.Table:
@@ -48,6 +49,9 @@ def test_field_mode_writes_strings_that_match_the_library(ray_cluster, bucket, m
         right += sum(g == t for g, t in zip(got["text"], given["text"], strict=True))
     assert right >= 20  # of 30 five-digit fields, with the small test checkpoint
 
-    bad = _table(f"{out}/zz-bad.parquet").to_pydict()
-    assert bad["text"] == [None, None]
+    bad_table = _table(f"{out}/zz-bad.parquet")
+    assert bad_table.schema == schema.output_schema("field", pa.int64())
+    bad = bad_table.to_pydict()
+    assert bad["text"] == [None, None] and bad["confidence"] == [None, None]
     assert bad["error"][0].startswith("blank_image") and bad["error"][1].startswith("not_an_image")
+    assert bad["error_code"] == ["blank_image", "not_an_image"]

@@ -43,10 +43,10 @@ def test_submit_status_logs(s3_server, bucket, mnist_dir, trained_checkpoint):
 def _child(inp: str, out: str, ckpt: str) -> None:
     from ray.cluster_utils import Cluster
 
-    from recognizer.cli import main
+    from formdigits.cli import main
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from stack.services import free_port
+    from devstack.services import free_port
 
     port = free_port()
     cluster = Cluster(initialize_head=True, head_node_args={

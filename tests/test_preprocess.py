@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 import recognizer
-from recognizer import errors, synth
+from recognizer import errors
+from recognizer.data import synth
 from recognizer.preprocess import decode, preprocess, preprocess_many
 
 
@@ -202,7 +203,7 @@ def test_synthesized_scans_keep_their_label(trained_checkpoint, mnist_test_raw):
 def test_crop_fitting_gives_pillows_bilinear_pixels_exactly():
     # The model was trained on Pillow's bilinear resize; the faster call path must not
     # move a single pixel.
-    from recognizer.preprocess import _fit
+    from recognizer.normalize import _fit
 
     rng = np.random.default_rng(3)
     for _ in range(300):
@@ -215,7 +216,7 @@ def test_crop_fitting_gives_pillows_bilinear_pixels_exactly():
 
 
 def test_ink_is_measured_from_the_paper_in_each_images_own_direction():
-    from recognizer.preprocess import _ink
+    from recognizer.normalize import _ink
 
     rng = np.random.default_rng(4)
     greys = rng.integers(0, 256, size=(9, 12, 12), dtype=np.uint8)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stack.services import free_port, wait_for_port
+from devstack.services import free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
 SHARDS, ROWS_PER_SHARD = 2, 40

@@ -286,7 +286,7 @@ def test_rolling_out_a_new_checkpoint_drops_no_requests(served, samples, tmp_pat
 
 
 def test_cli_flags_become_a_validated_config():
-    from recognizer.cli import build_parser
+    from formdigits.cli import build_parser
     from recognizer.errors import ConfigError
     from serving.cli import config_from_args
 
@@ -332,13 +332,14 @@ def test_config_file_deploys_the_same_application(served, samples, trained_check
 
 
 def test_read_returns_the_field_string(served, mnist_test_raw):
+    from recognizer.data.synth_fields import make_fields
     from recognizer.fields import read_field
-    from recognizer.synth_fields import make_fields
 
     images, labels = mnist_test_raw
     fields, texts = make_fields(images, labels, 5, 3, np.random.default_rng(11), touching_prob=0.0)
     # Whichever checkpoint is served now (an earlier test may have rolled out another).
     current = requests.get(f"{served['url']}/model", timeout=10).json()["checkpoint"]
+    before = served["handle"].stats.remote().result(timeout_s=30)
     model = recognizer.load(current)
     for field in fields:
         # Free length: whatever the reader makes of it, served and in-process agree.
@@ -356,6 +357,12 @@ def test_read_returns_the_field_string(served, mnist_test_raw):
         assert r.json()["text"] == expected.text and len(expected.text) == 5
     assert sum(requests.post(f"{served['url']}/read", data=png(f), headers=PNG, timeout=30).json()["text"]
                == t for f, t in zip(fields, texts, strict=True)) >= 2
+    # The pieces went through the batching queue (and its inference metrics), one batch
+    # per read at least when reads come one at a time.
+    after = served["handle"].stats.remote().result(timeout_s=30)
+    reads = after["batched_reads"] - before["batched_reads"]
+    assert reads == 3 * len(fields)
+    assert 0 < after["read_batches"] - before["read_batches"] <= reads
     blank = requests.post(f"{served['url']}/read", data=png(np.full((40, 200), 250, np.uint8)),
                           headers=PNG, timeout=30)
     assert blank.status_code == 422 and blank.json()["error"]["code"] == "blank_image"

@@ -12,11 +12,12 @@ import pytest
 
 import recognizer
 from recognizer import checkpoint
+from recognizer.data.synth_fields import make_field_with_owners
 from recognizer.errors import CheckpointError
-from recognizer.fields import read_fields
-from recognizer.segment import SegmentConfig, ink_map, marks, segment
-from recognizer.splitter import HEIGHT, TRAIN_WIDTH, peel_examples
-from recognizer.synth_fields import make_field_with_owners
+from recognizer.fields import SegmentConfig, read_fields, segment
+from recognizer.fields.marks import ink_map, marks
+from recognizer.splitter import HEIGHT
+from recognizer.training.splitter import TRAIN_WIDTH, peel_examples
 
 
 @pytest.fixture(scope="module")

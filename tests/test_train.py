@@ -1,4 +1,5 @@
-"""Ray Train: 2 CPU workers learn, checkpoints resume, and a killed worker is recovered."""
+"""Training: Ray Train's 2 CPU workers learn, checkpoints resume, a killed worker is
+recovered; the same loop in this process writes the same kind of checkpoint."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import pytest
 import recognizer
 from recognizer import checkpoint
 from recognizer.errors import ConfigError
-from recognizer.train import TrainConfig, check_resumable, run
+from recognizer.training import local
+from recognizer.training.config import RECIPE_KEYS, TrainConfig
+from recognizer.training.prepare import check_resumable
+from recognizer.training.ray_train import run
 
 
 def _cfg(mnist_dir: str, output: str, name: str, epochs: int) -> TrainConfig:
@@ -24,7 +28,7 @@ def _cfg(mnist_dir: str, output: str, name: str, epochs: int) -> TrainConfig:
                        field_pieces=100, splitter_examples=300, splitter_epochs=1)
 
 
-def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_path):
+def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_path, trained_checkpoint):
     out = str(tmp_path / "runs")
     first = run(_cfg(mnist_dir, out, "learn", epochs=2))
     assert first.metrics["epoch"] == 2
@@ -39,6 +43,13 @@ def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_pa
     # The splitter, trained in a Ray task before the workers, is in every checkpoint.
     assert model.splitter is not None and model.meta["splitter"]["examples"] == 300
     assert os.path.exists(os.path.join(first.checkpoint, checkpoint.SPLITTER_FILE))
+    # One checkpoint writer: the Ray path and the in-process path (the session's
+    # checkpoint) write the same files and meta keys, and the whole recipe.
+    local = recognizer.load(trained_checkpoint)
+    assert set(model.meta) == set(local.meta)
+    assert set(model.meta["recipe"]) == set(local.meta["recipe"]) == set(RECIPE_KEYS)
+    assert set(model.meta["history"][0]) == set(local.meta["history"][0])
+    assert sorted(os.listdir(first.checkpoint)) == sorted(os.listdir(trained_checkpoint))
 
     # Same output and name: Ray Train restores the run and trains only the missing epoch,
     # with the splitter the run already has (not a new one).
@@ -93,3 +104,24 @@ def test_a_run_is_not_resumed_with_another_number_of_classes(trained_checkpoint,
     # ... cannot go on as a ten-digit classifier: refused before any work, with the fix.
     with pytest.raises(ConfigError, match="11-class model.*--field-pieces N"):
         check_resumable(TrainConfig(output=str(tmp_path / "runs"), name="old", field_pieces=0))
+
+
+def test_in_process_training_checkpoints_the_average_and_resumes(mnist_dir, mnist_test, tmp_path):
+    cfg = TrainConfig(data=mnist_dir, epochs=1, output=str(tmp_path), name="local", train_limit=600,
+                      test_limit=300, batch_size=64, field_pieces=0, splitter_epochs=0)
+    first = local.run(cfg)
+    assert first.checkpoint.endswith("checkpoint_epoch0001") and first.metrics["epoch"] == 1
+    # model.pt holds the moving average of the weights; the raw ones are the training state's.
+    model = recognizer.load(first.checkpoint)
+    raw = checkpoint.load_train_state(first.checkpoint)["model"]
+    averaged = model.model.state_dict()
+    assert any(not (raw[k] == averaged[k]).all() for k in averaged if raw[k].is_floating_point())
+    assert model.meta["workers"] == 1 and model.meta["epochs_planned"] == 1
+    # Run again with more epochs: it goes on from the newest checkpoint, keeping num_to_keep.
+    cfg.epochs, cfg.num_to_keep = 3, 2
+    final = local.run(cfg)
+    history = recognizer.load(final.checkpoint).meta["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[0] == model.meta["history"][0]
+    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == ["checkpoint_epoch0002",
+                                                                      "checkpoint_epoch0003"]

@@ -30,6 +30,7 @@ BACKOFF_S = 0.2
 
 
 def is_s3(uri: str) -> bool:
+    """Whether ``uri`` names S3 (``s3://bucket/key``)."""
     return uri.startswith("s3://")
 
 
@@ -184,6 +185,7 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def exists(uri: str) -> bool:
+    """Whether a file or folder exists at a local path or s3:// URI."""
     fs, path = resolve(uri)
     info = with_retries(f"checking {uri}", lambda: fs.get_file_info(path))
     return info.type != pafs.FileType.NotFound
@@ -209,3 +211,10 @@ def list_dirs(uri: str) -> list[str]:
     names = sorted(posixpath.basename(i.path) for i in infos
                    if i.type == pafs.FileType.Directory)
     return [join(base, n) for n in names]
+
+
+def delete_dir(uri: str) -> None:
+    """Delete a folder or prefix and everything below it (nothing when it is absent)."""
+    fs, path = resolve(uri)
+    if exists(uri):
+        with_retries(f"deleting {uri}", lambda: fs.delete_dir(path))

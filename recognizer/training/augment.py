@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """How far each transform goes, and how often each scan effect is applied."""
+
     rotate_deg: float = 10.0
     shear: float = 0.25
     scale: tuple[float, float] = (0.85, 1.1)
@@ -27,6 +29,8 @@ class AugmentConfig:
     p_blur: float = 0.1
     p_binarize: float = 0.1
     p_lowres: float = 0.1
+    #: Pixels per side of the low-resolution capture that p_lowres imitates.
+    lowres_size: int = 14
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.Tensor:
@@ -34,6 +38,7 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.T
 
 
 def random_affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None = None) -> torch.Tensor:
+    """Random rotation, shear, scale, aspect and shift of each digit in the batch."""
     n = x.shape[0]
     angle = _uniform(n, -cfg.rotate_deg, cfg.rotate_deg, g) * math.pi / 180
     shear = _uniform(n, -cfg.shear, cfg.shear, g)
@@ -60,6 +65,8 @@ def _pick(n: int, p: float, g: torch.Generator | None) -> torch.Tensor:
 
 
 def scan_effects(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None = None) -> torch.Tensor:
+    """Thicker or thinner strokes, blur, low resolution and binarisation, each on a
+    random share of the batch; every digit is rescaled so its brightest pixel is 1."""
     n = x.shape[0]
     out = x
     thick = _pick(n, cfg.p_thick, g).to(x.device)
@@ -77,7 +84,7 @@ def scan_effects(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None 
         out = torch.where(blur[:, None, None, None], F.conv2d(out, k, padding=1), out)
     lowres = _pick(n, cfg.p_lowres, g).to(x.device)
     if lowres.any():
-        small = F.interpolate(out, size=(14, 14), mode="area")
+        small = F.interpolate(out, size=(cfg.lowres_size, cfg.lowres_size), mode="area")
         up = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
         out = torch.where(lowres[:, None, None, None], up, out)
     binar = _pick(n, cfg.p_binarize, g).to(x.device)

@@ -1,4 +1,4 @@
-"""Where training and evaluation data enter: MNIST IDX files and labelled Parquet shards.
+"""Labelled digits for training and evaluation: MNIST IDX files and Parquet shards.
 
 A data source is a string:
 
@@ -8,8 +8,8 @@ A data source is a string:
   label column (users' own scans),
 * ``download``: fetch MNIST with torchvision into a cache folder (needs the internet).
 
-Every image goes through :func:`recognizer.preprocess.preprocess`, the same path used by
-serving and batch jobs.
+Every image goes through :func:`recognizer.preprocess.preprocess_many`, the same path
+used by serving and batch jobs.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.parquet as pq
 
-from recognizer import storage
-from recognizer.errors import DataError, ImageError, StorageError
+from recognizer.errors import DataError, StorageError
 from recognizer.preprocess import preprocess_many
+from recognizer.runtime import storage
 
 IDX_NAMES = {
     "train": [("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -150,5 +150,3 @@ def load(source: str | None, split: str, cache_dir: str = "~/.cache/formdigits",
         raise DataError(str(exc)) from exc
     return prepare(list(raw_images), labels, uri)
 
-
-__all__ = ["Digits", "ImageError", "load", "load_idx_raw", "parse_idx", "prepare"]

@@ -1,7 +1,7 @@
 """Synthesized digit fields: several MNIST digits handwritten in a row in one box.
 
 Used by ``digits shards make --fields LENGTH``, the field tests and the field benchmark.
-Each field is rendered like :func:`recognizer.synth.as_scan` renders one digit: dark ink
+Each field is rendered like :func:`recognizer.data.synth.as_scan` renders one digit: dark ink
 on light paper with grain. The digits vary in size, slant, spacing and baseline, and a
 chosen share of neighbouring pairs touch, so that segmentation meets what real forms
 hold.

@@ -55,7 +55,7 @@ def variant(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
     if kind == "shifted":
         page = np.zeros((48, 48), np.uint8)
         top, left = rng.integers(0, 21, size=2)
-        page[top:top + 28, left:left + 28] = digit
+        page[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
         return encode(page)
     if kind == "scaled":
         return encode(_resize(digit, int(rng.integers(56, 160))))

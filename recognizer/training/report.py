@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from recognizer.evaluate import Evaluation  # noqa: E402
+from recognizer.settings import DIGITS  # noqa: E402
+from recognizer.training.evaluate import Evaluation  # noqa: E402
 
 
 def plot_curves(history: list[dict], path: str) -> None:
@@ -37,13 +38,13 @@ def plot_confusion(confusion: np.ndarray, path: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     shown = np.log1p(confusion)
     im = ax.imshow(shown, cmap="Blues")
-    for t in range(10):
-        for p in range(10):
+    for t in range(DIGITS):
+        for p in range(DIGITS):
             n = confusion[t, p]
             if n:
                 ax.text(p, t, str(n), ha="center", va="center", fontsize=7,
                         color="white" if shown[t, p] > shown.max() / 2 else "black")
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
+    ax.set(xticks=range(DIGITS), yticks=range(DIGITS), xlabel="predicted", ylabel="true",
            title="Confusion matrix (colour: log count)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()

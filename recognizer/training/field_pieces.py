@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from recognizer.fields import model_inputs
-from recognizer.segment import Piece, SegmentConfig, segment
-from recognizer.settings import NOT_A_DIGIT
-from recognizer.synth_fields import as_digits_u8, make_field_with_spans
+from recognizer.data.synth_fields import as_digits_u8, make_field_with_spans
+from recognizer.fields.config import SegmentConfig
+from recognizer.fields.lattice import segment
+from recognizer.fields.marks import Piece
+from recognizer.fields.read import model_inputs
+from recognizer.settings import IMAGE_SIZE, NOT_A_DIGIT
 
 #: A piece is one digit when it spans this share of the digit's columns ...
 WHOLE = 0.85
@@ -61,7 +63,7 @@ def cut_pieces(digits: np.ndarray, labels: np.ndarray, fields: int, rng: np.rand
                config: SegmentConfig | None = None, progress: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
     """Model inputs (M, 28, 28) float32 and labels (M,) int64 of the pieces that
-    :func:`recognizer.segment.segment` cuts from ``fields`` synthesized fields.
+    :func:`recognizer.fields.lattice.segment` cuts from ``fields`` synthesized fields.
 
     ``digits``: light-on-dark digits, uint8 or float in [0, 1] (raw MNIST or the training
     set after preprocessing, so any data source works); ``labels`` their classes.
@@ -89,5 +91,5 @@ def cut_pieces(digits: np.ndarray, labels: np.ndarray, fields: int, rng: np.rand
             xs.append(model_inputs(pieces))
             ys.extend(classes)
     if not xs:
-        return np.zeros((0, 28, 28), np.float32), np.zeros(0, np.int64)
+        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32), np.zeros(0, np.int64)
     return np.concatenate(xs), np.asarray(ys, dtype=np.int64)

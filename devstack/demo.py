@@ -22,9 +22,11 @@ from contextlib import ExitStack
 
 import pyarrow.parquet as pq
 
-from recognizer import checkpoint, data, ray_session, settings, storage
+from devstack import services
+from recognizer import checkpoint, data, settings
 from recognizer.errors import DigitsError
-from stack import services
+from recognizer.runtime import ray_session, storage
+from recognizer.training.config import TrainConfig
 
 BUCKET = "formdigits-demo"
 CACHE = os.path.expanduser("~/.cache/formdigits/demo-checkpoint")
@@ -36,7 +38,7 @@ def _step(text: str) -> None:
 
 def _model(args: argparse.Namespace) -> str:
     """A checkpoint in the bucket: trained now, or the one an earlier demo cached."""
-    from recognizer.train import TrainConfig, run
+    from recognizer.training.ray_train import run
 
     target = f"s3://{BUCKET}/runs/digits"
     if args.checkpoint or (os.path.exists(os.path.join(CACHE, checkpoint.META_FILE)) and not args.retrain):
@@ -102,10 +104,33 @@ def _serve(checkpoint_uri: str, scans: str) -> None:
         serve.shutdown()
 
 
+def _job(ckpt: str, scans: str, output: str, metrics_port: int, prom) -> tuple[dict, float]:
+    """Run the batch job over the scans; (its summary, accuracy against the true labels)."""
+    from jobs.run import JobConfig, run_job
+
+    summary = run_job(JobConfig(input=scans, output=output, checkpoint=ckpt, overwrite=True,
+                                metrics_port=metrics_port, metrics_linger=3.0 if prom else 0.0))
+    accuracy, rows = _accuracy(output, scans)
+    print(f"{rows:,} digits recognised at {summary['images_per_second']:,.0f} images/s; "
+          f"accuracy against the known labels {accuracy:.2%}")
+    print(f"outputs: {output}/part-*.parquet   report: {output}/_job.json")
+    if prom:
+        seen = prom.query("max_over_time(digits_job_images_per_second[5m])")
+        if seen:
+            print(f"Prometheus saw up to {float(seen[0]['value'][1]):,.0f} images/s "
+                  f"(digits_job_images_per_second)")
+    local = os.path.abspath("demo-output")
+    os.makedirs(local, exist_ok=True)
+    with open(os.path.join(local, "_job.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"a copy of the job report: {local}/_job.json")
+    return summary, accuracy
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo's steps; 0 when the job labelled every shard at over 90%."""
     import boto3
 
-    from jobs.run import JobConfig, run_job
     from jobs.shards import make_shards
 
     started = time.time()
@@ -139,22 +164,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"wrote {len(shards)} shards of form-like scans to {scans}/")
 
         _step("batch job")
-        summary = run_job(JobConfig(input=scans, output=output, checkpoint=ckpt, overwrite=True,
-                                    metrics_port=metrics_port, metrics_linger=3.0 if prom else 0.0))
-        accuracy, rows = _accuracy(output, scans)
-        print(f"{rows:,} digits recognised at {summary['images_per_second']:,.0f} images/s; "
-              f"accuracy against the known labels {accuracy:.2%}")
-        print(f"outputs: {output}/part-*.parquet   report: {output}/_job.json")
-        if prom:
-            seen = prom.query("max_over_time(digits_job_images_per_second[5m])")
-            if seen:
-                print(f"Prometheus saw up to {float(seen[0]['value'][1]):,.0f} images/s "
-                      f"(digits_job_images_per_second)")
-        local = os.path.abspath("demo-output")
-        os.makedirs(local, exist_ok=True)
-        with open(os.path.join(local, "_job.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        print(f"a copy of the job report: {local}/_job.json")
+        summary, accuracy = _job(ckpt, scans, output, metrics_port, prom)
 
         _step("serving")
         _serve(ckpt, scans)
@@ -172,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"MNIST folder (default ${settings.DATA_ENV}, else download)")
     parser.add_argument("--epochs", type=int, default=8,
                         help="training epochs (8: about 99.3%% in a few minutes; 30: the full recipe)")
-    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    parser.add_argument("--workers", type=int, default=TrainConfig.workers, help="Ray Train workers")
     parser.add_argument("--checkpoint", help="use this checkpoint instead of training")
     parser.add_argument("--retrain", action="store_true", help="ignore the cached checkpoint")
     parser.add_argument("--rows-per-shard", type=int, default=1000)

@@ -9,10 +9,13 @@ from tqdm import tqdm
 
 from recognizer.data import Digits
 from recognizer.predict import Recognizer
+from recognizer.settings import DIGITS
 
 
 @dataclass
 class Evaluation:
+    """A checkpoint scored on labelled digits: accuracy, mean loss, every prediction."""
+
     accuracy: float
     loss: float
     labels: np.ndarray
@@ -22,10 +25,11 @@ class Evaluation:
     images: np.ndarray
 
     def misclassified(self) -> np.ndarray:
+        """Indices of the digits read wrong."""
         return np.flatnonzero(self.labels != self.predicted)
 
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 10) -> np.ndarray:
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = DIGITS) -> np.ndarray:
     """Counts of (true, predicted) pairs; rows are true labels."""
     return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(
         classes, classes)
@@ -33,7 +37,7 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 1
 
 def evaluate(model: Recognizer, digits: Digits, batch: int = 1000, progress: bool = True) -> Evaluation:
     """Accuracy, mean cross-entropy and the confusion matrix of model on digits."""
-    probs = np.empty((len(digits), 10), dtype=np.float32)
+    probs = np.empty((len(digits), DIGITS), dtype=np.float32)
     for i in tqdm(range(0, len(digits), batch), desc="evaluating", unit="batch",
                   disable=not progress):
         probs[i:i + batch] = model.predict_tensors(digits.images[i:i + batch])

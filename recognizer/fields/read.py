@@ -1,0 +1,169 @@
+"""Read whole digit fields: a postal code, a cheque amount, an account number.
+
+>>> import recognizer
+>>> from recognizer.fields import read_field
+>>> model = recognizer.load("/path/to/checkpoint")               # doctest: +SKIP
+>>> result = read_field(model, open("postcode.png", "rb").read())  # doctest: +SKIP
+>>> result.text, result.confidence                                # doctest: +SKIP
+('75013', 0.97)
+
+Each field is decoded with :func:`recognizer.decode.decode`, cut into candidate pieces
+by :func:`recognizer.fields.lattice.segment`, each piece normalised by the one
+preprocessing path (:func:`recognizer.normalize.normalize_stack`), and every piece of
+every field in a call goes through the model in one batch (``model.predict_tensors``);
+:mod:`recognizer.fields.score` picks each field's best reading.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from recognizer import settings
+from recognizer.decode import decode
+from recognizer.errors import ImageError
+from recognizer.fields.config import SegmentConfig
+from recognizer.fields.lattice import Lattice, segment
+from recognizer.fields.marks import Piece
+from recognizer.fields.peel import SplitFn
+from recognizer.fields.score import ScoreConfig, best_path, candidate_score
+from recognizer.normalize import normalize_stack
+from recognizer.preprocess import as_image_list
+from recognizer.results import FieldResult
+
+if TYPE_CHECKING:  # the model (and torch) is needed only by read_fields' caller
+    from recognizer.predict import Recognizer
+
+#: Zero pixels around a piece so that normalize() sees paper at the border.
+PAD = 2
+
+
+def model_inputs(pieces: list[Piece]) -> np.ndarray:
+    """Model inputs for a field's pieces, normalised together as one stack.
+
+    A piece's ink is light on dark; on a canvas of paper (zeros) it is a small greyscale
+    image that normalize() treats exactly like any single-digit upload. A shared canvas
+    with at least PAD of paper round every piece gives each the same result as its own.
+    """
+    height = max(p.ink.shape[0] for p in pieces) + 2 * PAD
+    width = max(p.ink.shape[1] for p in pieces) + 2 * PAD
+    canvas = np.zeros((len(pieces), height, width), dtype=np.uint8)
+    for i, p in enumerate(pieces):
+        h, w = p.ink.shape
+        canvas[i, PAD:PAD + h, PAD:PAD + w] = np.rint(p.ink * 255.0)
+    x, errors = normalize_stack(canvas)
+    for err in errors:
+        if err is not None:
+            raise err
+    return x
+
+
+@dataclass
+class FieldPlan:
+    """Fields cut into pieces, waiting for the model: ``inputs`` (M, 28, 28) holds every
+    candidate piece of every field, in order; ``entries`` holds per image either its
+    lattice of candidates or the :class:`ImageError` it raised."""
+
+    inputs: np.ndarray
+    entries: list[Lattice | ImageError]
+    length: int | None = None
+
+
+def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
+                   config: SegmentConfig | None = None, length: int | None = None,
+                   split: SplitFn | None = None) -> FieldPlan:
+    """Decode and segment fields; the half of :func:`read_fields` before the digit model.
+
+    Batch jobs run this in their shard tasks and send ``plan.inputs`` to the model
+    actors, the Serve application through its batching queue; :func:`assemble_fields`
+    turns the probabilities back into strings. ``split``: the checkpoint's splitter of
+    touching digits (``Recognizer.splitter``), if it has one.
+    """
+    config = config or SegmentConfig()
+    config.validate()
+    entries: list[Lattice | ImageError] = []
+    inputs: list[np.ndarray] = []
+    for item in as_image_list(images):
+        try:
+            lattice = segment(decode(item), config, length, split)
+            pieces = model_inputs([p for c in lattice.candidates for p in c.pieces])
+        except ImageError as exc:
+            entries.append(exc)
+            continue
+        entries.append(lattice)
+        inputs.extend(pieces)
+    size = settings.IMAGE_SIZE
+    stacked = np.stack(inputs) if inputs else np.zeros((0, size, size), np.float32)
+    return FieldPlan(stacked, entries, length)
+
+
+def _read(lattice: Lattice, probs: np.ndarray, length: int | None, cfg: ScoreConfig) -> FieldResult:
+    """The best reading of one field from its pieces' probabilities (in candidate order)."""
+    per_candidate, scores = [], []
+    at = 0
+    for cand in lattice.candidates:
+        p = probs[at:at + len(cand.pieces)]
+        at += len(cand.pieces)
+        per_candidate.append(p)
+        scores.append(candidate_score(cand, p, lattice, cfg))
+    text, confs, boxes = [], [], []
+    for i in best_path(lattice, scores, length):
+        for piece, p in zip(lattice.candidates[i].pieces, per_candidate[i], strict=True):
+            text.append(str(int(p[:settings.DIGITS].argmax())))
+            confs.append(float(p[:settings.DIGITS].max()))
+            boxes.append(piece.box)
+    return FieldResult("".join(text), tuple(confs), math.prod(confs), tuple(boxes))
+
+
+def assemble_fields(plan: FieldPlan, probs: np.ndarray,
+                    scoring: ScoreConfig | None = None) -> list[FieldResult | ImageError]:
+    """Pick each field's best chain of candidates from the pieces' probabilities and spell
+    out the strings: one :class:`FieldResult` or :class:`ImageError` per image.
+
+    ``probs``: (N, 11) from ``predict_tensors(plan.inputs, not_a_digit=True)``, or (N, 10)
+    from a model without the not-a-digit class. A digit's confidence is the model's
+    probability that its piece is that digit.
+    """
+    scoring = scoring or ScoreConfig()
+    results: list[FieldResult | ImageError] = []
+    at = 0
+    for entry in plan.entries:
+        if isinstance(entry, ImageError):
+            results.append(entry)
+            continue
+        count = sum(len(c.pieces) for c in entry.candidates)
+        results.append(_read(entry, probs[at:at + count], plan.length, scoring))
+        at += count
+    return results
+
+
+def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.ndarray,
+                config: SegmentConfig | None = None, length: int | None = None,
+                scoring: ScoreConfig | None = None) -> list[FieldResult | ImageError]:
+    """Read a batch of field images (encoded bytes or uint8 arrays, any size).
+
+    Returns one entry per image, in order: a :class:`FieldResult`, or the typed
+    :class:`ImageError` that image raised (``BlankImage`` for no ink,
+    ``TooManyComponents`` for more marks than ``config.max_components``, and the
+    decoding errors of :func:`recognizer.decode.decode`). Never raises for a bad image.
+    Every piece of every field goes through the model in one batch. ``length``, when
+    the number of digits is known (postal codes, account numbers), steers segmentation
+    and the choice of cuttings towards readings of that length; ``scoring`` tunes how
+    readings are weighed.
+    """
+    plan = prepare_fields(images, config, length, model.splitter)
+    probs = model.predict_tensors(plan.inputs, not_a_digit=True)
+    return assemble_fields(plan, probs, scoring)
+
+
+def read_field(model: Recognizer, image: bytes | np.ndarray, config: SegmentConfig | None = None,
+               length: int | None = None, scoring: ScoreConfig | None = None) -> FieldResult:
+    """Read one field image; raises its typed :class:`ImageError` if it cannot be read."""
+    result = read_fields(model, [image], config, length, scoring)[0]
+    if isinstance(result, ImageError):
+        raise result
+    return result

@@ -1,0 +1,114 @@
+"""``digits train`` and ``digits evaluate``; every flag's default is :class:`TrainConfig`'s."""
+
+from __future__ import annotations
+
+import argparse
+
+from recognizer import settings
+from recognizer.models import MODELS
+from recognizer.training.config import TrainConfig
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` and ``evaluate`` commands to the root ``digits`` parser."""
+    _add_train(sub)
+    _add_evaluate(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train", help="train a model with Ray Train (data-parallel)",
+        description="Train a digit recognizer with Ray Train across N workers (or, with "
+                    "--local, in this process). Checkpoints go to OUTPUT/NAME every epoch; "
+                    "rerunning the same command resumes from the newest one.")
+    p.add_argument("--data", help=f"MNIST IDX folder, Parquet shards (local or s3://), or "
+                                  f"'download' (default: ${settings.DATA_ENV}, else download)")
+    p.add_argument("--model", default=d.model, choices=list(MODELS), help="model to train")
+    p.add_argument("--workers", type=int, default=d.workers, help="Ray Train workers")
+    p.add_argument("--local", action="store_true",
+                   help="train in this process without Ray: the same loop, one worker")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--output", default=d.output, help="local folder or s3:// prefix for runs")
+    p.add_argument("--name", default=d.name, help="run name (same name resumes)")
+    p.add_argument("--no-augment", action="store_true", help="train on clean digits only")
+    p.add_argument("--max-failures", type=int, default=d.max_failures,
+                   help="worker failures to recover from")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-limit", type=int, default=d.train_limit,
+                   help="use only the first N training images")
+    p.add_argument("--field-pieces", type=int, default=d.field_pieces, metavar="FIELDS",
+                   help="also learn the pieces the segmenter cuts from this many fields "
+                        "synthesized from the training digits, with a not-a-digit class "
+                        "for field reading (0: digits only; default %(default)s)")
+    p.add_argument("--splitter-examples", type=int, default=d.splitter_examples, metavar="MARKS",
+                   help="marks of touching digits synthesized from the training digits to "
+                        "train the splitter that field reading cuts them with "
+                        "(default %(default)s)")
+    p.add_argument("--splitter-epochs", type=int, default=d.splitter_epochs, metavar="N",
+                   help="epochs of splitter training (0: no splitter, fields are cut by "
+                        "geometry alone; default %(default)s)")
+    p.set_defaults(func=_train)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The validated :class:`TrainConfig` the ``train`` flags describe."""
+    cfg = TrainConfig(data=args.data, model=args.model, workers=1 if args.local else args.workers,
+                      use_gpu=args.gpu, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, output=args.output, name=args.name,
+                      augment=not args.no_augment, max_failures=args.max_failures,
+                      seed=args.seed, train_limit=args.train_limit,
+                      field_pieces=args.field_pieces, splitter_examples=args.splitter_examples,
+                      splitter_epochs=args.splitter_epochs)
+    cfg.validate()
+    return cfg
+
+
+def _train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.local:
+        from recognizer.training import local
+
+        result = local.run(cfg)
+    else:
+        from recognizer.runtime import ray_session
+        from recognizer.training import ray_train
+
+        ray_session.connect()
+        result = ray_train.run(cfg)
+    m = result.metrics
+    print(f"accuracy {m.get('val_accuracy', float('nan')):.2%} after {m.get('epoch')} epochs "
+          f"({m.get('train_seconds', 0):.1f} s of training)")
+    print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a checkpoint on test data and write a report",
+        description="Print accuracy and loss on the test split and write a report folder: "
+                    "training curves, confusion matrix, misclassified digits, metrics.json.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder or run (local or s3://)")
+    p.add_argument("--data", help=f"test data (default: ${settings.DATA_ENV}, else download)")
+    p.add_argument("--report", default="report", help="folder for the report files")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from recognizer import data
+    from recognizer.predict import load
+    from recognizer.training.evaluate import evaluate
+    from recognizer.training.report import write_report
+
+    model = load(args.checkpoint)
+    test = data.load(settings.data_dir(args.data), "test")
+    result = evaluate(model, test)
+    paths = write_report(args.report, result, model.meta)
+    print(f"model {model.version}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f} "
+          f"on {len(test):,} test images")
+    for p in paths:
+        print(f"  {p}")
+    return 0

@@ -1,0 +1,109 @@
+"""What a training run is: :class:`TrainConfig` (the recipe and where the run lives, its
+defaults the recommended recipe) and :class:`TrainResult`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from recognizer import settings
+from recognizer.errors import ConfigError
+from recognizer.models import MODELS
+from recognizer.runtime import storage
+from recognizer.training.augment import AugmentConfig
+from recognizer.training.splitter import SplitterConfig
+
+#: The TrainConfig fields that make the recipe, recorded in every checkpoint's meta.
+RECIPE_KEYS = ("model", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
+               "ema_decay", "augment", "seed", "field_pieces", "splitter_examples",
+               "splitter_epochs")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the defaults are the recommended recipe."""
+
+    data: str | None = None
+    model: str = settings.DEFAULT_MODEL
+    workers: int = 2
+    use_gpu: bool = False
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 4e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.05
+    #: Decay of the exponential moving average of the weights that is evaluated and
+    #: checkpointed (0 turns it off); it smooths out the noise of high learning rates.
+    ema_decay: float = 0.995
+    augment: bool = True
+    output: str = "runs"
+    name: str = "digits"
+    seed: int = 0
+    max_failures: int = 3
+    num_to_keep: int = 2
+    train_limit: int | None = None
+    test_limit: int | None = None
+    #: Fields synthesized from the training digits and cut by the segmenter; their pieces
+    #: join the training data, the ones that are not one digit as an eleventh class
+    #: (recognizer.training.field_pieces), so that field reading can tell cuts from
+    #: digits. 0 trains a plain ten-digit classifier.
+    field_pieces: int = 1000
+    #: The splitter of touching digits (recognizer.training.splitter) trained with the
+    #: model and saved in its checkpoints: marks synthesized from the training digits,
+    #: and epochs. 0 epochs trains none; fields are then cut by geometry alone.
+    splitter_examples: int = SplitterConfig.examples
+    splitter_epochs: int = SplitterConfig.epochs
+    #: Torch threads of each Ray Train worker on CPUs (workers share the machine's cores).
+    threads_per_worker: int = 1
+    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first setting that cannot work."""
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        for name in ("workers", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < self.workers:
+            raise ConfigError("batch_size must be at least the number of workers")
+        if self.field_pieces < 0:
+            raise ConfigError(f"field_pieces must not be negative, got {self.field_pieces}")
+        if self.splitter_epochs < 0:
+            raise ConfigError(f"splitter_epochs must not be negative, got {self.splitter_epochs}")
+        if self.splitter_epochs and self.splitter_examples < 1:
+            raise ConfigError("splitter_examples must be at least 1 when a splitter is trained "
+                              f"(got {self.splitter_examples}; --splitter-epochs 0 trains none)")
+
+    @property
+    def splitter_config(self) -> SplitterConfig:
+        return SplitterConfig(examples=self.splitter_examples, epochs=self.splitter_epochs,
+                              seed=self.seed)
+
+    @property
+    def classes(self) -> int:
+        """10 digits, or 11 with the not-a-digit class when field pieces are learned."""
+        return settings.DIGITS + 1 if self.field_pieces else settings.DIGITS
+
+    @property
+    def output_root(self) -> str:
+        """Where runs live: an s3:// prefix as given, a local folder made absolute (Ray
+        Train wants absolute paths, and a run must resume from any working directory)."""
+        return self.output if storage.is_s3(self.output) else os.path.abspath(self.output)
+
+    @property
+    def run_uri(self) -> str:
+        """The run's folder: its checkpoints are ``checkpoint_epochNNNN`` below it."""
+        return storage.join(self.output_root, self.name)
+
+    def recipe(self) -> dict:
+        """The settings that make the recipe (:data:`RECIPE_KEYS`)."""
+        values = asdict(self)
+        return {k: values[k] for k in RECIPE_KEYS}
+
+
+@dataclass
+class TrainResult:
+    """The run's last checkpoint (folder or s3:// URI) and its final epoch's metrics."""
+
+    checkpoint: str
+    metrics: dict

@@ -1,0 +1,55 @@
+"""Training in this process, without Ray: the one loop as a world of one worker.
+
+For tests, quick experiments and machines without a cluster. The run is laid out as
+Ray Train lays it out (``OUTPUT/NAME/checkpoint_epochNNNN``, the newest
+``num_to_keep`` kept), each checkpoint of the same kind, and running it again resumes
+from the newest one.
+"""
+
+from __future__ import annotations
+
+import os
+
+from recognizer import checkpoint
+from recognizer.errors import CheckpointError
+from recognizer.runtime import storage
+from recognizer.training.checkpoints import checkpoint_name, read_resume, write_checkpoint
+from recognizer.training.config import TrainConfig, TrainResult
+from recognizer.training.loop import EpochEnd, Resume, World, fit
+from recognizer.training.prepare import prepare_run, train_splitter
+
+
+def _newest(cfg: TrainConfig) -> str | None:
+    """The run's newest complete checkpoint, or None when it has none yet."""
+    try:
+        return checkpoint.resolve(cfg.run_uri)
+    except CheckpointError:
+        return None
+
+
+def _prune(cfg: TrainConfig) -> None:
+    """Keep the run's newest ``num_to_keep`` checkpoints, as Ray Train does."""
+    done = [d for d in storage.list_dirs(cfg.run_uri)
+            if os.path.basename(d.rstrip("/")).startswith("checkpoint_")]
+    for folder in done[:-cfg.num_to_keep]:
+        storage.delete_dir(folder)
+
+
+def run(cfg: TrainConfig) -> TrainResult:
+    """Train in this process (CPU, or a GPU with ``cfg.use_gpu``); returns the final
+    checkpoint's folder and metrics."""
+    from recognizer.predict import select_device
+
+    inputs = prepare_run(cfg, train_splitter)
+    world = World(device=select_device(cfg.use_gpu))
+    newest = _newest(cfg)
+    resume: Resume | None = read_resume(newest) if newest else None
+
+    def on_epoch(end: EpochEnd) -> None:
+        nonlocal newest
+        newest = storage.join(cfg.run_uri, checkpoint_name(end.epoch))
+        write_checkpoint(newest, cfg, inputs.info, end, world.size, inputs.splitter)
+        _prune(cfg)
+
+    metrics = fit(cfg, inputs.data, world, on_epoch, resume)
+    return TrainResult(checkpoint=newest, metrics=metrics)

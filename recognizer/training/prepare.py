@@ -1,0 +1,111 @@
+"""What a run needs before its loop starts, the same for every way to train: the
+training set (digits and the field pieces cut from them), the validation set, the
+splitter of touching digits, and a check that the run can be resumed as asked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from recognizer import checkpoint, data, settings
+from recognizer.errors import CheckpointError, ConfigError
+from recognizer.training.checkpoints import RunInfo
+from recognizer.training.config import TrainConfig
+from recognizer.training.loop import LoopData, progress
+
+#: Trains the run's splitter on its training digits: (weights, metrics).
+SplitterTrainer = Callable[[np.ndarray, TrainConfig], tuple[bytes, dict]]
+
+
+@dataclass
+class RunInputs:
+    """Everything the loop trains on and every checkpoint records."""
+
+    data: LoopData
+    info: RunInfo
+    splitter: bytes | None
+
+
+def _limit(d: data.Digits, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if n is None:
+        return d.images, d.labels
+    return d.images[:n], d.labels[:n]
+
+
+def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(images, labels, pieces): the training digits and, with ``cfg.field_pieces``, the
+    pieces cut from fields synthesized from them (``cfg.classes`` classes in all)."""
+    # Here, not at the top: Ray Train workers import this package, and have no use for
+    # the segmenter (scipy) that field_pieces brings.
+    from recognizer.training import field_pieces
+
+    x, y = _limit(train_d, cfg.train_limit)
+    if not cfg.field_pieces:
+        return x, y, 0
+    px, py = field_pieces.cut_pieces(x, y, cfg.field_pieces, np.random.default_rng(cfg.seed),
+                                     progress=progress)
+    return np.concatenate([x, px]), np.concatenate([y, py]), len(py)
+
+
+def train_splitter(images: np.ndarray, cfg: TrainConfig,
+                   report: Callable[[str], None] | None = None) -> tuple[bytes, dict]:
+    """Train the splitter of touching digits on marks synthesized from ``images`` (the
+    training digits): its weights (for ``checkpoint.save``) and metrics."""
+    from recognizer.predict import select_device
+    from recognizer.splitter import state_bytes
+    from recognizer.training.splitter import train
+
+    net, metrics = train(images, cfg.splitter_config, select_device(cfg.use_gpu), False, report)
+    return state_bytes(net), metrics
+
+
+def _splitter_for_run(cfg: TrainConfig, images: np.ndarray, fit_splitter: SplitterTrainer
+                      ) -> tuple[bytes | None, dict | None]:
+    """The run's splitter: the one its checkpoints already hold when it resumes, else a
+    new one from ``fit_splitter``; (None, None) when the recipe has none."""
+    if not cfg.splitter_epochs:
+        return None, None
+    try:
+        meta = checkpoint.identify(cfg.run_uri)
+    except CheckpointError:
+        meta = None
+    if meta is not None and meta.get(checkpoint.SPLITTER_HASH):
+        progress(f"using the splitter of {meta['uri']}")
+        return checkpoint.read_splitter(meta), meta.get("splitter")
+    progress(f"training the splitter of touching digits ({cfg.splitter_examples:,} marks, "
+             f"{cfg.splitter_epochs} epochs)")
+    raw, metrics = fit_splitter(images, cfg)
+    progress(f"splitter: {metrics['pixel_accuracy']:.2%} of held-out stroke pixels on the "
+             f"right side, {metrics['seconds']:6.1f}s")
+    return raw, metrics
+
+
+def check_resumable(cfg: TrainConfig) -> None:
+    """Refuse, before any work, to resume a run whose checkpoints have another number of
+    classes than ``cfg`` trains (a run begun with or without ``field_pieces``)."""
+    try:
+        meta = checkpoint.read_meta(checkpoint.resolve(cfg.run_uri))
+    except CheckpointError:
+        return  # nothing to resume
+    have, want = int(meta.get("classes", settings.DIGITS)), cfg.classes
+    if have != want:
+        hint = "--field-pieces 0" if have == settings.DIGITS else "--field-pieces N (N > 0)"
+        raise ConfigError(f"run {cfg.run_uri} holds a {have}-class model but this recipe trains "
+                          f"{want} classes: resume it with {hint}, or start a new run with another "
+                          "--name")
+
+
+def prepare_run(cfg: TrainConfig, fit_splitter: SplitterTrainer) -> RunInputs:
+    """Validate ``cfg``, check the run can go on, and load and make its inputs."""
+    cfg.validate()
+    check_resumable(cfg)
+    train_d = data.load(settings.data_dir(cfg.data), "train")
+    test_d = data.load(settings.data_dir(cfg.data), "test")
+    train_x, train_y, pieces = training_set(train_d, cfg, progress=True)
+    splitter, metrics = _splitter_for_run(cfg, _limit(train_d, cfg.train_limit)[0], fit_splitter)
+    test_x, test_y = _limit(test_d, cfg.test_limit)
+    info = RunInfo(train_d.source, len(train_y) - pieces, pieces, metrics, checkpoint.code_version())
+    return RunInputs(LoopData(train_x, train_y, test_x, test_y), info, splitter)

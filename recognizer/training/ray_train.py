@@ -1,0 +1,133 @@
+"""Data-parallel training on Ray Train: the one loop (:func:`recognizer.training.loop.fit`)
+on N workers of a ``TorchTrainer``, a checkpoint per epoch.
+
+Rerunning with the same ``output`` and ``name`` resumes from the newest checkpoint, and
+a worker that dies mid-run is replaced and restarts from the last checkpoint
+(``FailureConfig``). The splitter of touching digits is trained in a Ray task (holding
+the run's CPUs, or a GPU) before the workers start.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import torch
+
+from recognizer.errors import ConfigError
+from recognizer.runtime import storage
+from recognizer.training.checkpoints import checkpoint_name, read_resume, write_checkpoint
+from recognizer.training.config import TrainConfig, TrainResult
+from recognizer.training.loop import EpochEnd, World, fit, progress
+from recognizer.training.prepare import prepare_run, train_splitter
+
+
+def _quiet_train_reports() -> None:
+    """Silence Ray Train's INFO line for every ``report()`` (our progress lines say the same).
+
+    Ray 2.60 logs it through a logger named after its source file, outside the ``ray``
+    hierarchy that ``LoggingConfig(log_level=...)`` sets, so it needs its own level.
+    """
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray version: its lines stay, nothing breaks
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def _ray_world() -> World:
+    """This Ray Train worker's place in the run: rank, size, device, DDP and all-reduce."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    ctx = ray.train.get_context()
+    size = ctx.get_world_size()
+    return World(rank=ctx.get_world_rank(), size=size, device=ray.train.torch.get_device(),
+                 prepare=ray.train.torch.prepare_model,
+                 all_reduce=dist.all_reduce if size > 1 else World.all_reduce)
+
+
+def train_loop_per_worker(loop: dict) -> None:
+    """Runs on every Ray Train worker: the one loop, reporting (and, on rank 0,
+    checkpointing) every epoch."""
+    import ray
+    import ray.train
+
+    _quiet_train_reports()
+    cfg: TrainConfig = loop["cfg"]
+    world = _ray_world()
+    if world.device.type == "cpu":
+        torch.set_num_threads(max(1, cfg.threads_per_worker))
+    data = ray.get(loop["data_ref"])
+    splitter = ray.get(loop["splitter_ref"]) if world.rank == 0 and loop["splitter_ref"] else None
+
+    def on_epoch(end: EpochEnd) -> None:
+        if world.rank != 0:
+            ray.train.report(end.metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            write_checkpoint(tmp, cfg, loop["info"], end, world.size, splitter)
+            ray.train.report(end.metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=checkpoint_name(end.epoch))
+
+    resume = None
+    found = ray.train.get_checkpoint()
+    if found:
+        with found.as_directory() as folder:
+            resume = read_resume(folder)
+        resume.where = found.path
+    fit(cfg, data, world, on_epoch, resume)
+
+
+def _splitter_task(images: np.ndarray, cfg: TrainConfig) -> tuple[bytes, dict]:
+    # A task holding all the run's CPUs, before the workers start: use them all.
+    torch.set_num_threads(max(1, cfg.workers))
+    return train_splitter(images, cfg, report=progress)
+
+
+def _splitter_in_task(images: np.ndarray, cfg: TrainConfig) -> tuple[bytes, dict]:
+    """Train the run's splitter in a Ray task (on a GPU when the run has them)."""
+    import ray
+
+    task = ray.remote(_splitter_task).options(num_cpus=cfg.workers, num_gpus=1 if cfg.use_gpu else 0)
+    return ray.get(task.remote(images, cfg))
+
+
+def run(cfg: TrainConfig) -> TrainResult:
+    """Train with Ray Train on the connected Ray cluster; returns the final checkpoint URI."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    inputs = prepare_run(cfg, _splitter_in_task)
+    loop = {"cfg": cfg, "info": inputs.info, "data_ref": ray.put(inputs.data),
+            "splitter_ref": ray.put(inputs.splitter) if inputs.splitter is not None else None}
+    storage_fs, storage_path = None, cfg.output_root
+    if storage.is_s3(storage_path):
+        storage_fs, storage_path = storage.resolve(storage_path)
+    resources = {"CPU": 1, "GPU": 1} if cfg.use_gpu else {"CPU": 1}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop,
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+            # Ray Train's per-report INFO lines would drown the per-epoch progress lines.
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise ConfigError("training finished without a checkpoint")
+    path = result.checkpoint.path
+    uri = f"s3://{path}" if storage.is_s3(cfg.output) else path
+    return TrainResult(checkpoint=uri, metrics=dict(result.metrics or {}))
