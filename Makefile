@@ -26,15 +26,17 @@ $(BIN)/digits: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-# Every folder of Python code.
+# Every folder of Python code; lint-imports checks who may import whom (pyproject.toml).
 CODE := recognizer serving jobs formdigits devstack tests bench
 
 test: $(BIN)/digits
 	$(BIN)/ruff check $(CODE)
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: $(BIN)/digits
 	$(BIN)/ruff check $(CODE)
+	$(BIN)/lint-imports
 
 # The dev stack is not installed: it runs from the repository root.
 demo: $(BIN)/digits
