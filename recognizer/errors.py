@@ -37,6 +37,13 @@ class BlankImage(ImageError):
     code = "blank_image"
 
 
+class NoDigits(BlankImage):
+    """Something stands out from the paper, but no handwriting: only ruling lines, box
+    borders, masks, printed background or marks that are not digits."""
+
+    code = "no_digits"
+
+
 class ImageTooLarge(ImageError):
     code = "image_too_large"
 

@@ -1,8 +1,10 @@
 """The one preprocessing path: image bytes (or a uint8 array) in, model input out.
 
 Training, serving and batch jobs all call :func:`preprocess` (or :func:`preprocess_many`
-for a batch): :func:`recognizer.decode.decode` to greyscale, then
-:func:`recognizer.normalize.normalize` to a 28x28 MNIST-style digit in [0, 1].
+for a batch): :func:`recognizer.decode.decode` to greyscale; form cleaning
+(:func:`recognizer.clean.clean`) when the image needs it (lines, masks or a printed
+background reach its edge); then :func:`recognizer.normalize.normalize` to a 28x28
+MNIST-style digit in [0, 1]. Field reading cleans every field the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from recognizer import settings
+from recognizer.clean import CleanConfig, clean, needs_cleaning
 from recognizer.decode import decode
 from recognizer.errors import ImageError, UndecodableImage
 from recognizer.normalize import normalize, normalize_stack
@@ -28,7 +31,23 @@ def preprocess(image: bytes | np.ndarray, max_pixels: int = settings.MAX_IMAGE_P
 
     Raises :class:`ImageError` (a typed subclass) when the image cannot be used.
     """
-    return normalize(decode(image, max_pixels))
+    grey = decode(image, max_pixels)
+    if needs_cleaning(grey[None])[0]:
+        grey = clean(grey).as_image()
+    return normalize(grey)
+
+
+def _normalize_cleaned(greys: np.ndarray, cleaning: CleanConfig | None
+                       ) -> tuple[np.ndarray, list[ImageError | None]]:
+    """:func:`normalize_stack`, each image that needs it cleaned first."""
+    out, errors = normalize_stack(greys)
+    for i in np.flatnonzero(needs_cleaning(greys, cleaning)):
+        try:
+            out[i] = normalize(clean(greys[i], cleaning).as_image())
+            errors[i] = None
+        except ImageError as exc:
+            out[i], errors[i] = 0.0, exc
+    return out, errors
 
 
 def preprocess_many(
@@ -46,7 +65,7 @@ def preprocess_many(
     out = np.zeros((len(items), size, size), dtype=np.float32)
     errors: list[ImageError | None] = [None] * len(items)
     for indices, greys in _decoded_stacks(items, max_pixels, errors):
-        x, errs = normalize_stack(greys)
+        x, errs = _normalize_cleaned(greys, None)
         out[indices] = x
         for i, err in zip(indices, errs, strict=True):
             errors[i] = err

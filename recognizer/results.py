@@ -108,9 +108,10 @@ def digit_entry(probabilities: np.ndarray, model_version: str) -> dict:
 class FieldResult:
     """One field read.
 
-    ``text`` holds the digits left to right; ``confidences[i]`` is the model's
-    probability for ``text[i]``; ``confidence`` is their product (the chance that the
-    whole string is right if digits err independently; 0..1, never above the lowest
+    ``text`` holds the digits left to right; ``raw`` the same reading with the
+    separators and end marks in place (``18.014``, ``250,-``), which ``text`` never
+    holds; ``confidences[i]`` is the model's probability for ``text[i]``; ``confidence``
+    is the chance that ``text`` is right as a whole (0..1, never above the lowest
     digit's); ``boxes[i]`` is digit i's (left, top, right, bottom) in input pixels.
     """
 
@@ -118,11 +119,13 @@ class FieldResult:
     confidences: tuple[float, ...]
     confidence: float
     boxes: tuple[tuple[int, int, int, int], ...]
+    raw: str = ""
 
     def to_dict(self) -> dict:
-        """JSON-ready form: ``text``, ``confidences``, ``confidence`` and ``boxes``."""
-        return {"text": self.text, "confidences": list(self.confidences),
-                "confidence": self.confidence, "boxes": [list(b) for b in self.boxes]}
+        """JSON-ready form: ``text``, ``raw``, ``confidences``, ``confidence`` and ``boxes``."""
+        return {"text": self.text, "raw": self.raw or self.text,
+                "confidences": list(self.confidences), "confidence": self.confidence,
+                "boxes": [list(b) for b in self.boxes]}
 
 
 def field_entry(result: FieldResult, model_version: str) -> dict:

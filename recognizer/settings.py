@@ -13,7 +13,7 @@ DATA_ENV = "DIGITS_DATA"
 
 #: Version of the preprocessing recipe; stored in checkpoints so a model is never fed
 #: inputs prepared differently from its training data.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
 
 #: Decompression-bomb guard: images with more pixels than this are refused.
 MAX_IMAGE_PIXELS = 40_000_000

@@ -12,10 +12,11 @@ import pytest
 
 import recognizer
 from recognizer import checkpoint
+from recognizer.clean import clean
 from recognizer.data.synth_fields import make_field_with_owners
 from recognizer.errors import CheckpointError
 from recognizer.fields import SegmentConfig, read_fields, segment
-from recognizer.fields.marks import ink_map, marks
+from recognizer.fields.marks import marks
 from recognizer.splitter import HEIGHT
 from recognizer.training.splitter import TRAIN_WIDTH, peel_examples
 
@@ -102,7 +103,9 @@ def _touching_marks(images: np.ndarray, count: int) -> list[tuple[np.ndarray, np
     while len(out) < count:
         picks = rng.choice(len(images), 2, replace=False)
         image, owners = make_field_with_owners([images[i] for i in picks], rng, 1.0)
-        ink = ink_map(image)
+        cleaned = clean(image)
+        ink, (left, top) = cleaned.ink, cleaned.origin
+        owners = owners[top:top + ink.shape[0], left:left + ink.shape[1]]
         found = marks(ink, SegmentConfig())
         if len(found) != 1:
             continue

@@ -36,7 +36,7 @@ def _crop_to_ink(digit: np.ndarray) -> np.ndarray:
     return digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
 
 
-def _render_digit(digit: np.ndarray, rng: np.random.Generator, height: float,
+def render_digit(digit: np.ndarray, rng: np.random.Generator, height: float,
                   slant: float) -> np.ndarray:
     """One light-on-dark MNIST digit -> float32 ink in [0, 1], scaled and slanted,
     cropped to its ink."""
@@ -57,7 +57,7 @@ def _render_digit(digit: np.ndarray, rng: np.random.Generator, height: float,
     return ink[:, cols[0]:cols[-1] + 1] if cols.size else ink
 
 
-def _touch_offset(canvas: np.ndarray, ink: np.ndarray, top: int, start: int) -> int:
+def touch_offset(canvas: np.ndarray, ink: np.ndarray, top: int, start: int) -> int:
     """The largest left position <= start where ink first overlaps the canvas ink."""
     h, w = ink.shape
     mine = ink > 0.5
@@ -108,7 +108,7 @@ def _compose(digits_u8: Sequence[np.ndarray], rng: np.random.Generator, touching
     """The field image, its pixel owners and each digit's columns."""
     if not len(digits_u8):
         raise ValueError("a field needs at least one digit")
-    rendered = [_render_digit(d, rng, height * rng.uniform(0.8, 1.25), rng.uniform(-0.25, 0.25))
+    rendered = [render_digit(d, rng, height * rng.uniform(0.8, 1.25), rng.uniform(-0.25, 0.25))
                 for d in digits_u8]
     tallest = max(r.shape[0] for r in rendered)
     margin = int(rng.integers(6, 16))
@@ -126,7 +126,7 @@ def _compose(digits_u8: Sequence[np.ndarray], rng: np.random.Generator, touching
         if i == 0:
             left = x
         elif rng.random() < touching_prob:
-            left = _touch_offset(canvas, ink, top, x)
+            left = touch_offset(canvas, ink, top, x)
         else:
             left = x + int(rng.integers(2, max(3, int(0.6 * height))))
         region = canvas[top:top + h, left:left + w]

@@ -78,6 +78,17 @@ class SegmentConfig:
     #: ``solid_ink``) to be read as a digit.
     min_stroke_pixels: int = 4
     solid_ink: float = 0.5
+    #: Marks no taller than ``mark_max`` of the reference height may be separators or
+    #: end marks ('.', ',', '-', '='): they are also offered as no digit at all.
+    mark_max: float = 0.75
+    #: Small marks sitting on the base line beside a digit (dots, commas) are not
+    #: fragments of that digit: marks no taller than ``dot_height`` of the reference
+    #: height, their bottom within ``dot_reach`` of it from the base line, stay apart.
+    dot_height: float = 0.4
+    dot_reach: float = 0.3
+    #: The reference height is the median height of the marks at least ``tall_share``
+    #: as tall as the tallest (dots and dashes would drag it down).
+    tall_share: float = 0.5
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""

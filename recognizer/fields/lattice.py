@@ -2,13 +2,15 @@
 
 The steps, each tunable in :class:`~recognizer.fields.config.SegmentConfig`:
 
-1. Ink map (:func:`~recognizer.fields.marks.ink_map`): preprocessing's paper/ink rule,
-   so dark-on-light and light-on-dark fields come out the same; no ink -> ``BlankImage``.
+1. Cleaning (:func:`recognizer.clean.clean`): the handwriting's ink, without the
+   form's background, lines, masks and underlines, cropped to its row; no ink ->
+   ``BlankImage``, only lines or background -> ``NoDigits``.
 2. Marks (:func:`~recognizer.fields.marks.marks`): connected components (8-connected,
    ``scipy.ndimage.label``) of the ink above a threshold, specks dropped (more than
    ``max_components`` left -> ``TooManyComponents``), broken strokes merged.
-3. Candidate readings, scored later by the model: every mark read whole; every mark at
-   least ``pair_ratio`` times the reference height wide cut into 2..k digits
+3. Candidate readings, scored later by the model: every mark read whole; every small
+   mark also read as no digit (a separator or end mark); every mark at least
+   ``pair_ratio`` times the reference height wide cut into 2..k digits
    (:mod:`~recognizer.fields.cuts`: least-ink seams, stroke cores) and, with a learned
    splitter, peeled (:mod:`~recognizer.fields.peel`); and runs of up to ``merge_span``
    close marks read as one digit (a stroke broken side by side).
@@ -24,9 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recognizer.clean import CleanConfig, clean
 from recognizer.fields.config import SegmentConfig
 from recognizer.fields.cuts import Cutting, core_cuttings, seam_cuttings
-from recognizer.fields.marks import Mark, Piece, gap, ink_map, marks, piece_of, union
+from recognizer.fields.marks import Mark, Piece, gap, marks, piece_of, union
 from recognizer.fields.peel import SplitFn, peel_cuttings
 
 
@@ -43,6 +46,14 @@ class Candidate:
     merges: int = 0
     #: Stroke pixels on either side of a cut that end up in different pieces.
     junction: int = 0
+    #: The mark read as no digit (a separator, an end mark): its one piece is scored for
+    #: how unlike a digit it is, and gives no digit.
+    mark: bool = False
+
+    @property
+    def digits(self) -> int:
+        """How many digits this reading gives."""
+        return 0 if self.mark else len(self.pieces)
 
     @classmethod
     def cut(cls, index: int, cutting: Cutting) -> Candidate:
@@ -63,6 +74,8 @@ class Lattice:
     candidates: list[Candidate]
     ref_height: float
     digit_width: float
+    #: The row the digits stand on (the median bottom of the marks), in input pixels.
+    baseline: float = 0.0
 
 
 def _peeled(found: list[Mark], ink: np.ndarray, ref_height: float, cfg: SegmentConfig,
@@ -87,6 +100,8 @@ def _whole_and_cut(found: list[Mark], ink: np.ndarray, ref_height: float, cfg: S
         # A mark with too little solid stroke to be a digit may be skipped as noise, so
         # that a chain through every mark always exists.
         out.append(Candidate(i, i + 1, [whole] if whole is not None else []))
+        if whole is not None and mark.height <= cfg.mark_max * ref_height:
+            out.append(Candidate(i, i + 1, [whole], mark=True))
         if not (cut_all or mark.width >= cfg.pair_ratio * ref_height):
             continue
         guess = round(mark.width / (cfg.digit_ratio * ref_height))
@@ -115,27 +130,54 @@ def _merged(found: list[Mark], ink: np.ndarray, ref_height: float,
     return out
 
 
-def segment(grey: np.ndarray, cfg: SegmentConfig | None = None,
-            length: int | None = None, split: SplitFn | None = None) -> Lattice:
-    """Cut a greyscale field into a lattice of digit candidates, left to right.
+def segment(grey: np.ndarray, cfg: SegmentConfig | None = None, length: int | None = None,
+            split: SplitFn | None = None, cleaning: CleanConfig | None = None) -> Lattice:
+    """Clean a greyscale field and cut it into a lattice of digit candidates, left to right.
 
     ``length``, when the field's number of digits is known (a five-digit postal code)
     and there are fewer marks than that, makes every mark a candidate for two digits,
     so that touching pairs narrower than one digit (``11``) can still be cut.
     ``split``, a learned splitter (:mod:`recognizer.splitter`), adds the cuttings it
-    makes by peeling the leftmost digit off each wide mark.
-    Raises :class:`BlankImage` when there is no ink and :class:`TooManyComponents` when
-    there are more separate marks than ``cfg.max_components``.
+    makes by peeling the leftmost digit off each wide mark. Piece boxes are in the input
+    image's pixels.
+    Raises :class:`BlankImage` when there is no ink, :class:`NoDigits` when there are
+    only lines or background, and :class:`TooManyComponents` when there are more
+    separate marks than ``cfg.max_components``.
     """
+    cleaned = clean(grey, cleaning)
+    return segment_ink(cleaned.ink, cfg, length, split, cleaned.origin)
+
+
+def _reference_height(found: list[Mark], cfg: SegmentConfig) -> float:
+    """The height of one digit: digit height is steadier than width; taller marks are
+    touching digits at different baselines, so the median height of the marks is the
+    reference, dots and dashes left out."""
+    heights = [m.height for m in found]
+    return float(np.median([h for h in heights if h >= cfg.tall_share * max(heights)]))
+
+
+def _shifted(candidates: list[Candidate], origin: tuple[int, int]) -> None:
+    """Move the candidates' piece boxes by ``origin`` (into the input image's pixels)."""
+    dx, dy = origin
+    if dx or dy:
+        for cand in candidates:
+            for p in cand.pieces:
+                left, top, right, bottom = p.box
+                p.box = (left + dx, top + dy, right + dx, bottom + dy)
+
+
+def segment_ink(ink: np.ndarray, cfg: SegmentConfig | None = None, length: int | None = None,
+                split: SplitFn | None = None, origin: tuple[int, int] = (0, 0)) -> Lattice:
+    """:func:`segment` for a cleaned ink map (float32, 0 paper .. 1 strongest stroke);
+    ``origin``: where the map's (0, 0) lies in the input image."""
     cfg = cfg or SegmentConfig()
     cfg.validate()
-    ink = ink_map(grey)
     found = marks(ink, cfg)
-    # Digit height is steadier than width; taller marks are touching digits at different
-    # baselines, so the median height is the reference for the size of one digit.
-    ref_height = float(np.median([m.height for m in found]))
+    ref_height = _reference_height(found, cfg)
     cut_all = length is not None and len(found) < length
     candidates = _peeled(found, ink, ref_height, cfg, cut_all, split) if split is not None else []
     candidates += _whole_and_cut(found, ink, ref_height, cfg, cut_all)
     candidates += _merged(found, ink, ref_height, cfg)
-    return Lattice(len(found), candidates, ref_height, cfg.digit_ratio * ref_height)
+    _shifted(candidates, origin)
+    baseline = float(np.median([m.bottom for m in found])) + origin[1]
+    return Lattice(len(found), candidates, ref_height, cfg.digit_ratio * ref_height, baseline)

@@ -1,9 +1,6 @@
-"""A field's marks: its ink, the connected components of its strokes, broken strokes
-merged, and the pieces (candidate digits) cut out of them.
-
-Paper and ink are told apart by preprocessing's own rule
-(:func:`recognizer.normalize.ink_levels`), so a one-digit field reads as a digit would.
-"""
+"""A field's marks: the connected components of its strokes, broken strokes merged,
+and the pieces (candidate digits) cut out of them. The ink they are found in is the
+cleaned field's (:func:`recognizer.clean.clean`)."""
 
 from __future__ import annotations
 
@@ -14,7 +11,6 @@ from scipy import ndimage
 
 from recognizer.errors import BlankImage, TooManyComponents
 from recognizer.fields.config import SegmentConfig
-from recognizer.normalize import MIN_CONTRAST, blank_message, ink_levels
 
 #: 8-connectivity: diagonal pen strokes stay one component.
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -61,22 +57,6 @@ class Mark:
     def region(self, ink: np.ndarray) -> np.ndarray:
         """The field's ink inside this mark's box."""
         return ink[self.top:self.bottom, self.left:self.right]
-
-
-def ink_map(grey: np.ndarray) -> np.ndarray:
-    """Greyscale image -> float32 ink in [0, 1] (1 = darkest stroke), either polarity;
-    ink below preprocessing's noise level is 0.
-
-    Raises :class:`BlankImage` when no stroke stands out from the paper.
-    """
-    levels, peaks, firsts = ink_levels(grey[None])
-    peak = int(peaks[0])
-    if peak < MIN_CONTRAST:
-        raise BlankImage(blank_message(peak, " in the field"))
-    ink = levels[0].astype(np.float32)
-    ink *= 1.0 / peak
-    ink[levels[0] < firsts[0]] = 0.0
-    return ink
 
 
 def _components(ink: np.ndarray, cfg: SegmentConfig) -> list[Mark]:
@@ -146,14 +126,21 @@ def _merge_broken(found: list[Mark], cfg: SegmentConfig) -> list[Mark]:
     return _merge_fragments(found, cfg)
 
 
+def _dot(mark: Mark, base: float, ref_h: float, cfg: SegmentConfig) -> bool:
+    """A small mark at the base line: a dot or a comma, not part of a broken digit."""
+    return mark.height <= cfg.dot_height * ref_h and abs(mark.bottom - base) <= cfg.dot_reach * ref_h
+
+
 def _merge_fragments(found: list[Mark], cfg: SegmentConfig) -> list[Mark]:
     """Small pieces (a detached bar, half a broken loop) join the nearest mark in x when
     it is close; far from everything they stay (a small digit) or, if tiny, go."""
     while len(found) > 1:
         ref_h = float(np.median([b.height for b in found]))
         ref_area = float(np.median([b.area for b in found]))
+        base = float(np.median([b.bottom for b in found]))
         small = [i for i, b in enumerate(found)
-                 if b.height < cfg.fragment_height * ref_h or b.area < cfg.fragment_area * ref_area]
+                 if (b.height < cfg.fragment_height * ref_h or b.area < cfg.fragment_area * ref_area)
+                 and not _dot(b, base, ref_h, cfg)]
         merged = False
         for i in sorted(small, key=lambda k: found[k].area):
             frag = found[i]

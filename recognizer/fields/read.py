@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recognizer import settings
+from recognizer.clean import CleanConfig
 from recognizer.decode import decode
-from recognizer.errors import ImageError
+from recognizer.errors import ImageError, NoDigits
 from recognizer.fields.config import SegmentConfig
 from recognizer.fields.lattice import Lattice, segment
 from recognizer.fields.marks import Piece
@@ -40,6 +41,24 @@ if TYPE_CHECKING:  # the model (and torch) is needed only by read_fields' caller
 
 #: Zero pixels around a piece so that normalize() sees paper at the border.
 PAD = 2
+#: The shapes of separators: a dash is FLAT times as wide as tall; a slash at least TALL
+#: of a digit's height; a comma reaches TAIL of a digit's height below the base line and
+#: is FLAT_COMMA times as tall as wide.
+FLAT, TALL, TAIL, FLAT_COMMA = 1.8, 0.45, 0.15, 1.3
+
+
+def separator(piece: Piece, lattice: Lattice) -> str:
+    """The character a mark read as no digit stands for in the raw reading: ``-`` when
+    flat, ``/`` when tall, ``,`` when it reaches below the base line, else ``.``."""
+    left, top, right, bottom = piece.box
+    h, w = bottom - top, right - left
+    if w >= FLAT * h:
+        return "-"
+    if h >= TALL * lattice.ref_height:
+        return "/"
+    if bottom - lattice.baseline >= TAIL * lattice.ref_height and h >= FLAT_COMMA * w:
+        return ","
+    return "."
 
 
 def model_inputs(pieces: list[Piece]) -> np.ndarray:
@@ -75,7 +94,7 @@ class FieldPlan:
 
 def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
                    config: SegmentConfig | None = None, length: int | None = None,
-                   split: SplitFn | None = None) -> FieldPlan:
+                   split: SplitFn | None = None, cleaning: CleanConfig | None = None) -> FieldPlan:
     """Decode and segment fields; the half of :func:`read_fields` before the digit model.
 
     Batch jobs run this in their shard tasks and send ``plan.inputs`` to the model
@@ -89,8 +108,11 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
     inputs: list[np.ndarray] = []
     for item in as_image_list(images):
         try:
-            lattice = segment(decode(item), config, length, split)
-            pieces = model_inputs([p for c in lattice.candidates for p in c.pieces])
+            lattice = segment(decode(item), config, length, split, cleaning)
+            found = [p for c in lattice.candidates for p in c.pieces]
+            if not found:
+                raise NoDigits("no digits found: the field's marks are too small to be digits")
+            pieces = model_inputs(found)
         except ImageError as exc:
             entries.append(exc)
             continue
@@ -101,7 +123,8 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
     return FieldPlan(stacked, entries, length)
 
 
-def _read(lattice: Lattice, probs: np.ndarray, length: int | None, cfg: ScoreConfig) -> FieldResult:
+def _read(lattice: Lattice, probs: np.ndarray, length: int | None,
+          cfg: ScoreConfig) -> FieldResult | ImageError:
     """The best reading of one field from its pieces' probabilities (in candidate order)."""
     per_candidate, scores = [], []
     at = 0
@@ -110,13 +133,22 @@ def _read(lattice: Lattice, probs: np.ndarray, length: int | None, cfg: ScoreCon
         at += len(cand.pieces)
         per_candidate.append(p)
         scores.append(candidate_score(cand, p, lattice, cfg))
-    text, confs, boxes = [], [], []
-    for i in best_path(lattice, scores, length):
-        for piece, p in zip(lattice.candidates[i].pieces, per_candidate[i], strict=True):
+    text, confs, boxes, raw = [], [], [], []
+    chain, sure = best_path(lattice, scores, length, cfg)
+    for i in chain:
+        cand = lattice.candidates[i]
+        if cand.mark:
+            raw.append(separator(cand.pieces[0], lattice))
+            continue
+        for piece, p in zip(cand.pieces, per_candidate[i], strict=True):
             text.append(str(int(p[:settings.DIGITS].argmax())))
+            raw.append(text[-1])
             confs.append(float(p[:settings.DIGITS].max()))
             boxes.append(piece.box)
-    return FieldResult("".join(text), tuple(confs), math.prod(confs), tuple(boxes))
+    if not text:
+        return NoDigits("no digits found: the field holds only marks that are not digits "
+                        "(separators, dashes, dots)")
+    return FieldResult("".join(text), tuple(confs), math.prod(confs) * sure, tuple(boxes), "".join(raw))
 
 
 def assemble_fields(plan: FieldPlan, probs: np.ndarray,
@@ -143,11 +175,13 @@ def assemble_fields(plan: FieldPlan, probs: np.ndarray,
 
 def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.ndarray,
                 config: SegmentConfig | None = None, length: int | None = None,
-                scoring: ScoreConfig | None = None) -> list[FieldResult | ImageError]:
+                scoring: ScoreConfig | None = None,
+                cleaning: CleanConfig | None = None) -> list[FieldResult | ImageError]:
     """Read a batch of field images (encoded bytes or uint8 arrays, any size).
 
     Returns one entry per image, in order: a :class:`FieldResult`, or the typed
-    :class:`ImageError` that image raised (``BlankImage`` for no ink,
+    :class:`ImageError` that image raised (``BlankImage`` for no ink, ``NoDigits`` for
+    ink that holds no digit - lines, background, separators alone -,
     ``TooManyComponents`` for more marks than ``config.max_components``, and the
     decoding errors of :func:`recognizer.decode.decode`). Never raises for a bad image.
     Every piece of every field goes through the model in one batch. ``length``, when
@@ -155,7 +189,7 @@ def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.nda
     and the choice of cuttings towards readings of that length; ``scoring`` tunes how
     readings are weighed.
     """
-    plan = prepare_fields(images, config, length, model.splitter)
+    plan = prepare_fields(images, config, length, model.splitter, cleaning)
     probs = model.predict_tensors(plan.inputs, not_a_digit=True)
     return assemble_fields(plan, probs, scoring)
 

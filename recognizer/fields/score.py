@@ -58,6 +58,16 @@ class ScoreConfig:
     #: Models trained on field pieces (recognizer.training.field_pieces) also give the
     #: chance q that a piece is not one digit at all; a piece pays this times -log(1 - q).
     not_a_digit_cost: float = 4.0
+    #: A mark read as no digit (a separator, an end mark) costs ``mark_cost``, plus
+    #: ``mark_size_cost`` per reference height it is taller than ``mark_height`` of it,
+    #: less ``mark_belief`` times the log of the model's belief that it is not a digit.
+    mark_cost: float = 1.0
+    mark_height: float = 0.45
+    mark_size_cost: float = 10.0
+    mark_belief: float = 1.0
+    #: A field holds digits: reading it as marks alone must beat its best reading with
+    #: digits by this many nats.
+    empty_margin: float = 5.0
     #: Probabilities are clipped to at least this before taking logarithms.
     floor: float = 1e-12
 
@@ -97,9 +107,21 @@ def count_penalty(cand: Candidate, digit_width: float, cfg: ScoreConfig) -> floa
     return cfg.count_cost * abs(len(cand.pieces) - span / digit_width)
 
 
+def mark_score(cand: Candidate, probs: np.ndarray, lattice: Lattice, cfg: ScoreConfig) -> float:
+    """Log score of reading a mark as no digit: cheap for a small mark the model does
+    not take for a digit, dear for a tall one."""
+    left, top, right, bottom = cand.pieces[0].box
+    tall = max(0.0, (bottom - top) / lattice.ref_height - cfg.mark_height)
+    belief = math.log(max(float(probs[0][NOT_A_DIGIT]), cfg.floor)) if probs.shape[1] > DIGITS else 0.0
+    return -cfg.mark_cost - cfg.mark_size_cost * tall + cfg.mark_belief * belief
+
+
 def candidate_score(cand: Candidate, probs: np.ndarray, lattice: Lattice, cfg: ScoreConfig) -> float:
     """Log score of reading a candidate: the model's belief in each of its digits
-    (:func:`piece_belief`) plus the priors on piece sizes, cuts, piece counts and merges."""
+    (:func:`piece_belief`) plus the priors on piece sizes, cuts, piece counts and merges;
+    for a mark read as no digit, :func:`mark_score`."""
+    if cand.mark:
+        return mark_score(cand, probs, lattice, cfg)
     model = sum(piece_belief(p, cfg) for p in probs)
     prior = sum(piece_prior(p, lattice.ref_height, cfg) for p in cand.pieces)
     # Digits that only touch meet in a few pixels; cutting through a whole stroke
@@ -109,9 +131,12 @@ def candidate_score(cand: Candidate, probs: np.ndarray, lattice: Lattice, cfg: S
             - count_penalty(cand, lattice.digit_width, cfg))
 
 
-def best_path(lattice: Lattice, scores: list[float], length: int | None) -> list[int]:
-    """Indices of the candidates forming the best-scoring chain from mark 0 to the
-    last: the best of any length, or of exactly ``length`` digits when one exists."""
+def best_path(lattice: Lattice, scores: list[float], length: int | None,
+              cfg: ScoreConfig) -> tuple[list[int], float]:
+    """The best-scoring chain of candidates from mark 0 to the last (their indices): the
+    best of any length with at least one digit, or of exactly ``length`` digits when one
+    exists; and how sure the scores are of its number of digits (the softmax over the
+    best chains of each length; 1.0 when ``length`` is given and met)."""
     # best[node][digits] = (score, chain): the best chain covering marks [0, node).
     best: list[dict[int, tuple[float, list[int]]]] = [{} for _ in range(lattice.size + 1)]
     best[0][0] = (0.0, [])
@@ -122,10 +147,19 @@ def best_path(lattice: Lattice, scores: list[float], length: int | None) -> list
         for i in ending[node]:
             cand = lattice.candidates[i]
             for digits, (score, chain) in best[cand.start].items():
-                total, value = digits + len(cand.pieces), score + scores[i]
+                total, value = digits + cand.digits, score + scores[i]
                 if total not in best[node] or value > best[node][total][0]:
                     best[node][total] = (value, [*chain, i])
     final = best[lattice.size]
+    if not final:
+        return [], 0.0
     if length is not None and length in final:
-        return final[length][1]
-    return max(final.values(), key=lambda sc: sc[0])[1] if final else []
+        return final[length][1], 1.0
+    top = max(final.values(), key=lambda sc: sc[0])
+    with_digits = [v for k, v in final.items() if k]
+    if with_digits and top is final.get(0):
+        runner = max(with_digits, key=lambda sc: sc[0])
+        if runner[0] > top[0] - cfg.empty_margin:
+            top = runner
+    sure = 1.0 / sum(math.exp(min(0.0, score - top[0])) for score, _ in final.values())
+    return top[1], sure

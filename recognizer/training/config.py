@@ -15,8 +15,8 @@ from recognizer.training.splitter import SplitterConfig
 
 #: The TrainConfig fields that make the recipe, recorded in every checkpoint's meta.
 RECIPE_KEYS = ("model", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
-               "ema_decay", "augment", "seed", "field_pieces", "splitter_examples",
-               "splitter_epochs")
+               "ema_decay", "augment", "seed", "field_pieces", "form_share", "style_share",
+               "splitter_examples", "splitter_epochs")
 
 
 @dataclass
@@ -48,6 +48,12 @@ class TrainConfig:
     #: (recognizer.training.field_pieces), so that field reading can tell cuts from
     #: digits. 0 trains a plain ten-digit classifier.
     field_pieces: int = 1000
+    #: The share of those fields synthesized as real forms (recognizer.data.forms: lines,
+    #: boxes, backgrounds, separators, underlines, masks), cut after form cleaning.
+    form_share: float = 0.5
+    #: Restyled copies of this share of the training 1s and 7s (recognizer.data.styles:
+    #: the continental 1 with its flag, the crossed 7) join the training digits.
+    style_share: float = 0.5
     #: The splitter of touching digits (recognizer.training.splitter) trained with the
     #: model and saved in its checkpoints: marks synthesized from the training digits,
     #: and epochs. 0 epochs trains none; fields are then cut by geometry alone.
@@ -66,6 +72,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size < self.workers:
             raise ConfigError("batch_size must be at least the number of workers")
+        for name in ("form_share", "style_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.field_pieces < 0:
             raise ConfigError(f"field_pieces must not be negative, got {self.field_pieces}")
         if self.splitter_epochs < 0:

@@ -8,7 +8,10 @@ so it needs a model that can say "this is not one digit". Training on the segmen
 pieces gives it that class (``settings.NOT_A_DIGIT``) and shows it the right cuts of
 touching digits as the digits they are.
 
-A piece is labelled from where the synthesizer put each digit's ink (its columns):
+Half the fields (``form_share``) are synthesized as real forms (:mod:`recognizer.data.forms`):
+their separators, signs, underlines and remnants of lines and backgrounds are pieces
+too, and not digits. A piece is labelled from where the synthesizer put each digit's ink
+(its columns):
 
 * one digit's: it spans at least ``WHOLE`` of that digit and at least ``PURE`` of it
   is that digit -> the digit's label;
@@ -21,9 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from recognizer.data.forms import make_form_field
 from recognizer.data.synth_fields import as_digits_u8, make_field_with_spans
+from recognizer.errors import ImageError
 from recognizer.fields.config import SegmentConfig
-from recognizer.fields.lattice import segment
+from recognizer.fields.lattice import Lattice, segment
 from recognizer.fields.marks import Piece
 from recognizer.fields.read import model_inputs
 from recognizer.settings import IMAGE_SIZE, NOT_A_DIGIT
@@ -59,11 +64,39 @@ def label_piece(piece: Piece, spans: list[tuple[int, int]], labels: list[int]) -
     return None
 
 
+def _field(digits: np.ndarray, labels: np.ndarray, form: bool, rng: np.random.Generator
+           ) -> tuple[np.ndarray, list[tuple[int, int]], list[int]]:
+    """A synthesized field: image, its digits' columns and their labels."""
+    if form:
+        picks = rng.integers(0, len(digits), int(rng.integers(1, 9)))
+        made = make_form_field([digits[i] for i in picks], [int(labels[i]) for i in picks], rng)
+        return made.image, made.spans, [int(labels[i]) for i in picks]
+    picks = rng.integers(0, len(digits), FIELD_LENGTH)
+    image, spans = make_field_with_spans([digits[i] for i in picks], rng, TOUCHING)
+    return image, spans, [int(labels[i]) for i in picks]
+
+
+def _labelled(lattice: Lattice, spans: list[tuple[int, int]], truth: list[int]
+              ) -> tuple[list[Piece], list[int]]:
+    """The lattice's pieces that have a clear label, and their labels."""
+    pieces, classes = [], []
+    for cand in lattice.candidates:
+        if cand.mark:
+            continue  # the same piece as the mark read whole
+        for piece in cand.pieces:
+            label = label_piece(piece, spans, truth)
+            if label is not None:
+                pieces.append(piece)
+                classes.append(label)
+    return pieces, classes
+
+
 def cut_pieces(digits: np.ndarray, labels: np.ndarray, fields: int, rng: np.random.Generator,
-               config: SegmentConfig | None = None, progress: bool = False
-               ) -> tuple[np.ndarray, np.ndarray]:
+               config: SegmentConfig | None = None, form_share: float = 0.5,
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Model inputs (M, 28, 28) float32 and labels (M,) int64 of the pieces that
-    :func:`recognizer.fields.lattice.segment` cuts from ``fields`` synthesized fields.
+    :func:`recognizer.fields.lattice.segment` cuts from ``fields`` synthesized fields,
+    ``form_share`` of them real forms.
 
     ``digits``: light-on-dark digits, uint8 or float in [0, 1] (raw MNIST or the training
     set after preprocessing, so any data source works); ``labels`` their classes.
@@ -77,16 +110,12 @@ def cut_pieces(digits: np.ndarray, labels: np.ndarray, fields: int, rng: np.rand
     xs: list[np.ndarray] = []
     ys: list[int] = []
     for _ in tqdm(range(fields), desc="cutting field pieces", unit="field", disable=not progress):
-        picks = rng.integers(0, len(digits), FIELD_LENGTH)
-        image, spans = make_field_with_spans([digits[i] for i in picks], rng, TOUCHING)
-        truth = [int(labels[i]) for i in picks]
-        pieces, classes = [], []
-        for cand in segment(image, config).candidates:
-            for piece in cand.pieces:
-                label = label_piece(piece, spans, truth)
-                if label is not None:
-                    pieces.append(piece)
-                    classes.append(label)
+        image, spans, truth = _field(digits, labels, rng.random() < form_share, rng)
+        try:
+            lattice = segment(image, config)
+        except ImageError:
+            continue  # a field cleaning left nothing of: nothing to learn from it
+        pieces, classes = _labelled(lattice, spans, truth)
         if pieces:
             xs.append(model_inputs(pieces))
             ys.extend(classes)

@@ -36,16 +36,26 @@ def _limit(d: data.Digits, n: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(images, labels, pieces): the training digits and, with ``cfg.field_pieces``, the
-    pieces cut from fields synthesized from them (``cfg.classes`` classes in all)."""
+    """(images, labels, pieces): the training digits, restyled copies of some of them
+    (``cfg.style_share``), and with ``cfg.field_pieces`` the pieces cut from fields
+    synthesized from them all (``cfg.classes`` classes in all)."""
     # Here, not at the top: Ray Train workers import this package, and have no use for
     # the segmenter (scipy) that field_pieces brings.
+    from recognizer.data.styles import restyled_set
+    from recognizer.data.synth_fields import as_digits_u8
+    from recognizer.normalize import normalize_stack
     from recognizer.training import field_pieces
 
     x, y = _limit(train_d, cfg.train_limit)
+    rng = np.random.default_rng(cfg.seed)
+    raw = as_digits_u8(x)
+    sx, sy = restyled_set(raw, y, cfg.style_share, rng)
+    if len(sy):
+        x, y = np.concatenate([x, normalize_stack(sx)[0]]), np.concatenate([y, sy])
+        raw = np.concatenate([raw, sx])
     if not cfg.field_pieces:
         return x, y, 0
-    px, py = field_pieces.cut_pieces(x, y, cfg.field_pieces, np.random.default_rng(cfg.seed),
+    px, py = field_pieces.cut_pieces(raw, y, cfg.field_pieces, rng, form_share=cfg.form_share,
                                      progress=progress)
     return np.concatenate([x, px]), np.concatenate([y, py]), len(py)
 

@@ -61,9 +61,11 @@ def peel_examples(digits: np.ndarray, count: int, rng: np.random.Generator,
     """
     from tqdm import tqdm
 
+    from recognizer.clean import clean
     from recognizer.data.synth_fields import as_digits_u8, make_field_with_owners
+    from recognizer.errors import ImageError
     from recognizer.fields.config import SegmentConfig
-    from recognizer.fields.marks import grown_mask, ink_map, marks
+    from recognizer.fields.marks import grown_mask, marks
 
     if count < 1 or not len(digits):
         raise ValueError("need at least one example and one digit")
@@ -78,7 +80,13 @@ def peel_examples(digits: np.ndarray, count: int, rng: np.random.Generator,
             length = int(rng.choice(FIELD_LENGTHS, p=LENGTH_WEIGHTS))
             picks = rng.integers(0, len(digits_u8), length)
             image, owners = make_field_with_owners([digits_u8[i] for i in picks], rng, 1.0)
-            ink = ink_map(image)
+            try:
+                cleaned = clean(image)
+            except ImageError:
+                continue
+            # The marks are found in the cleaned field, as field reading finds them.
+            ink, (left, top) = cleaned.ink, cleaned.origin
+            owners = owners[top:top + ink.shape[0], left:left + ink.shape[1]]
             total = np.bincount(owners[owners >= 0], minlength=length)
             for mark in marks(ink, cfg):
                 own = mark.region(owners)

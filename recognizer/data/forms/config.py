@@ -1,0 +1,58 @@
+"""What a synthesized form field may hold (:class:`FormConfig`), and what one holds
+(:class:`FormField`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Separators that keep their place in a field's raw reading.
+SEPARATORS = ".,-/="
+
+
+class FormConfig:
+    """How often each feature of real forms appears in a synthesized field."""
+
+    lengths: tuple[int, int] = (1, 8)
+    touching: float = 0.15
+    #: Amount-like separators: a thousands mark every three digits, a decimal mark.
+    p_thousands: float = 0.15
+    p_decimal: float = 0.15
+    #: A mark after the number: '.', '-', '=', '/', '-/' and the like.
+    p_end_mark: float = 0.3
+    #: A printed or handwritten sign before the number ('$', '*', '#', '€', '£').
+    p_start_sign: float = 0.12
+    p_underline: float = 0.25
+    #: Printed ruling: horizontal lines (base line, cell top/bottom), vertical cell
+    #: borders, and comb boxes round each digit.
+    p_hlines: float = 0.45
+    p_vlines: float = 0.45
+    p_boxes: float = 0.12
+    p_background: float = 0.35
+    p_printed_text: float = 0.2
+    p_mask: float = 0.3
+    p_bleed: float = 0.15
+    p_specks: float = 0.3
+    #: The cell around the digits, in digit heights of margin on each side; with
+    #: ``p_large_cell``, a small number in a large cell.
+    margin: tuple[float, float] = (0.05, 2.5)
+    p_large_cell: float = 0.35
+    p_jpeg: float = 0.4
+    p_blur: float = 0.25
+
+
+@dataclass
+
+
+class FormField:
+    """A synthesized field: the image (uint8 grey, dark ink on light paper), the digit
+    string, the string with its separators, and each digit's ink columns [left, right)
+    in the image."""
+
+    image: np.ndarray
+    text: str
+    raw: str
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    #: The columns of every mark that is not a digit (separators, signs).
+    mark_spans: list[tuple[int, int]] = field(default_factory=list)

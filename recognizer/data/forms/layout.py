@@ -1,0 +1,91 @@
+"""The row of handwriting: digits and the marks among them, placed on a base line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from recognizer.data.forms.config import FormConfig
+from recognizer.data.forms.pen import mark
+from recognizer.data.synth_fields import render_digit, touch_offset
+
+
+def layout(text: str, cfg: FormConfig, rng: np.random.Generator) -> list[str]:
+    """The glyphs of a field, left to right: digits and the marks among them."""
+    glyphs: list[str] = []
+    n = len(text)
+    decimal = n >= 3 and rng.random() < cfg.p_decimal
+    whole = n - 2 if decimal else n
+    thousands = whole >= 4 and rng.random() < cfg.p_thousands
+    mark_t, mark_d = (".", ",") if rng.random() < 0.5 else (",", ".")
+    for i, ch in enumerate(text):
+        if thousands and 0 < i < whole and (whole - i) % 3 == 0:
+            glyphs.append(mark_t)
+        if decimal and i == whole:
+            glyphs.append(mark_d)
+        glyphs.append(ch)
+    if rng.random() < cfg.p_end_mark:
+        glyphs.append(str(rng.choice([".", "-", "=", "/", "-/", "/-", "--", ".-"])))
+    return glyphs
+
+
+def raw(glyphs: Sequence[str]) -> str:
+    """The raw reading: digits and separators, an end mark's characters kept in order
+    (``-/`` stays ``-/``; a long dash is ``-``)."""
+    return "".join("-" if g == "--" else g for g in glyphs)
+
+
+def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
+             rng: np.random.Generator, height: float) -> tuple[np.ndarray, list, list, float]:
+    """Ink of the handwritten row; the digits' spans and the marks' spans; pen width."""
+    pen = height * rng.uniform(0.07, 0.13)
+    items = []
+    it = iter(digits)
+    for g in glyphs:
+        if g.isdigit():
+            items.append(("d", render_digit(next(it), rng, height * rng.uniform(0.8, 1.2),
+                                             rng.uniform(-0.25, 0.25))))
+        elif g == ".-":
+            items.append(("m", mark(".", height, pen, rng)))
+            items.append(("m", mark("-", height, pen, rng)))
+        else:
+            items.append(("m", mark(g, height, pen, rng)))
+    tallest = max(a.shape[0] for _, a in items)
+    pad = int(0.5 * height)
+    canvas_h = tallest + 2 * pad
+    canvas_w = sum(a.shape[1] for _, a in items) + int(0.6 * height) * len(items) + 2 * pad
+    canvas = np.zeros((canvas_h, canvas_w), np.float32)
+    baseline = pad + tallest
+    x = pad
+    spans, mark_spans = [], []
+    prev_digit = False
+    for kind, ink in items:
+        h, w = ink.shape
+        if kind == "d":
+            top = int(np.clip(baseline - h + round(rng.normal(0, 0.06 * height)), 0, canvas_h - h))
+            if prev_digit and rng.random() < cfg.touching:
+                left = touch_offset(canvas, ink, top, x)
+            else:
+                left = x + int(rng.integers(1, max(2, int(0.45 * height))))
+        else:
+            # a mark's array holds its base line at row `height`
+            top = int(np.clip(baseline - int(round(height)) + round(rng.normal(0, 0.03 * height)),
+                              0, canvas_h - h))
+            left = x + int(rng.integers(0, max(1, int(0.3 * height))))
+        left = min(left, canvas_w - w)
+        region = canvas[top:top + h, left:left + w]
+        np.maximum(region, ink, out=region)
+        cols = np.flatnonzero(ink.max(0) > 0.3)
+        span = (left + int(cols[0]), left + int(cols[-1]) + 1) if cols.size else (left, left + w)
+        (spans if kind == "d" else mark_spans).append(span)
+        x = max(x, left + w)
+        prev_digit = kind == "d"
+    return canvas[:, :x + pad], spans, mark_spans, pen
+
+
+def crop_rows(canvas: np.ndarray) -> tuple[np.ndarray, int]:
+    rows = np.flatnonzero(canvas.max(1) > 0.05)
+    top = int(rows[0]) if rows.size else 0
+    bottom = int(rows[-1]) + 1 if rows.size else canvas.shape[0]
+    return canvas[top:bottom], top
