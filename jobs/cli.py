@@ -8,6 +8,7 @@ import sys
 
 from jobs.config import MODES, JobConfig, defaults
 from recognizer import settings
+from recognizer.runtime import storage
 
 #: JobConfig's defaults: the flags' defaults.
 _D = defaults()
@@ -139,12 +140,22 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
                      progress=not getattr(args, "no_progress", False))
 
 
+def check_checkpoint(uri: str) -> dict:
+    """The checkpoint's meta, read before Ray is imported, let alone started: a bad
+    ``--checkpoint`` is one line at once rather than an error after Ray's start-up."""
+    from recognizer import checkpoint
+
+    return checkpoint.identify(uri)
+
+
 def _run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    cfg.validate()
+    check_checkpoint(cfg.checkpoint)
+
     from jobs.run import run_job
     from recognizer.runtime import ray_session
 
-    cfg = config_from_args(args)
-    cfg.validate()
     ray_session.connect()
     summary = run_job(cfg)
     s, r = summary["shards"], summary["rows"]
@@ -160,7 +171,13 @@ def _run(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from jobs import submit
 
-    config_from_args(args).validate()
+    cfg = config_from_args(args)
+    cfg.validate()
+    # The job reads the checkpoint on the cluster. An s3:// one is the same object from
+    # here (the job gets this shell's AWS settings), so check it before sending; a local
+    # path names the cluster's disk, which this machine may not share.
+    if storage.is_s3(cfg.checkpoint):
+        check_checkpoint(cfg.checkpoint)
     job_id = submit.submit(_run_argv(args), args.address, args.submission_id)
     print(job_id)
     print(f"follow with: digits job logs {job_id} --follow; status: digits job status {job_id}",

@@ -10,8 +10,8 @@ A checkpoint is a folder (local or ``s3://``) with
 
 Tensors are read with ``torch.load(weights_only=True)``, which refuses to unpickle
 anything but tensors and plain containers, so a checkpoint cannot run code on load.
-A training run's output folder also counts as a checkpoint: its newest
-``checkpoint_*`` folder is used.
+A training run also counts as a checkpoint (its newest ``checkpoint_*`` folder is used),
+and so does the folder given to ``digits train --output`` while it holds one run.
 """
 
 from __future__ import annotations
@@ -114,22 +114,58 @@ def _safe_load(data: bytes, what: str) -> Any:
 
 
 def resolve(uri: str) -> str:
-    """The checkpoint folder a URI names: itself, or the newest checkpoint_* below it."""
+    """The checkpoint folder a URI names: a checkpoint itself; a training run (its newest
+    ``checkpoint_*`` folder); or the folder given to ``digits train --output``, when it
+    holds exactly one run (that run's newest checkpoint). Several runs there are an
+    error naming them: which one is meant is the user's choice, not the newest's."""
     try:
         if storage.exists(storage.join(uri, META_FILE)):
             return uri
-        candidates = [d for d in storage.list_dirs(uri)
-                      if os.path.basename(d.rstrip("/")).startswith("checkpoint_")]
+        newest = _newest_checkpoint(uri)
+        runs = {} if newest else _runs(uri)
     except StorageError as exc:
         raise CheckpointError(f"cannot read checkpoint {uri}: {exc}") from exc
-    # Ray Train names checkpoints by timestamp, so the newest sorts last.
+    if newest:
+        return newest
+    if len(runs) == 1:
+        return next(iter(runs.values()))
+    if runs:
+        names = sorted(runs)
+        raise CheckpointError(
+            f"{uri} holds {len(runs)} training runs ({', '.join(names)}): name the one to use, "
+            f"e.g. {storage.join(uri, names[0])}"
+        )
+    raise CheckpointError(
+        f"no checkpoint at {uri}: expected {META_FILE} there, a checkpoint_* folder holding "
+        "one (a run of `digits train`), or the --output folder of `digits train` with one run"
+    )
+
+
+def _is_checkpoint_name(folder: str) -> bool:
+    return os.path.basename(folder.rstrip("/")).startswith("checkpoint_")
+
+
+def _newest_checkpoint(run: str) -> str | None:
+    """The newest complete ``checkpoint_*`` folder of a run, or None when it has none."""
+    candidates = [d for d in storage.list_dirs(run) if _is_checkpoint_name(d)]
+    # Epoch numbers are zero-padded (Ray Train's own names are timestamps), so the
+    # newest sorts last; a folder without meta.json is still being written.
     for folder in reversed(candidates):
         if storage.exists(storage.join(folder, META_FILE)):
             return folder
-    raise CheckpointError(
-        f"no checkpoint at {uri}: expected {META_FILE} there or a checkpoint_* folder "
-        "holding one (the output of `digits train`)"
-    )
+    return None
+
+
+def _runs(root: str) -> dict[str, str]:
+    """The training runs directly under an output root: run name -> its newest checkpoint."""
+    runs = {}
+    for folder in storage.list_dirs(root):
+        if _is_checkpoint_name(folder):
+            continue  # an unfinished checkpoint of a run, not a run
+        newest = _newest_checkpoint(folder)
+        if newest:
+            runs[os.path.basename(folder.rstrip("/"))] = newest
+    return runs
 
 
 def read_meta(folder: str) -> dict:

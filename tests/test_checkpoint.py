@@ -82,9 +82,7 @@ def test_checkpoint_on_s3(trained_checkpoint, bucket, mnist_test_raw):
     images, _ = mnist_test_raw
     local = recognizer.load(trained_checkpoint)
     uri = f"s3://{bucket}/models/run1/checkpoint_epoch0003"
-    for name in os.listdir(trained_checkpoint):
-        with open(os.path.join(trained_checkpoint, name), "rb") as f:
-            storage.write_bytes(storage.join(uri, name), f.read())
+    _copy_checkpoint(trained_checkpoint, uri)
     remote = recognizer.load(f"s3://{bucket}/models/run1")
     assert remote.meta["uri"] == uri
     assert np.array_equal(remote.predict(images[:50]).probabilities,
@@ -145,3 +143,39 @@ def test_inference_folds_batch_norm_into_the_convolutions_without_changing_outpu
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.model.modules())
     with torch.inference_mode():
         assert torch.allclose(fused(x), loaded.model(x), atol=1e-4)
+
+
+def _copy_checkpoint(source: str, uri: str) -> None:
+    """Copy a checkpoint folder's files to a local folder or s3:// prefix."""
+    for name in os.listdir(source):
+        with open(os.path.join(source, name), "rb") as f:
+            storage.write_bytes(storage.join(uri, name), f.read())
+
+
+@pytest.fixture(params=["local", "s3"])
+def output_root(request, tmp_path) -> str:
+    """An empty output root of `digits train --output`, on local disk or on S3."""
+    if request.param == "local":
+        return str(tmp_path / "runs")
+    return f"s3://{request.getfixturevalue('bucket')}/runs"
+
+
+def test_an_output_root_with_one_run_is_that_runs_newest_checkpoint(trained_checkpoint, output_root):
+    for epoch in ("checkpoint_epoch0001", "checkpoint_epoch0002"):
+        _copy_checkpoint(trained_checkpoint, storage.join(output_root, "digits", epoch))
+    # An unfinished checkpoint (no meta.json yet) is neither used nor taken for a run.
+    storage.write_bytes(storage.join(output_root, "digits", "checkpoint_epoch0003", "model.pt"), b"")
+    newest = storage.join(output_root, "digits", "checkpoint_epoch0002")
+    assert checkpoint.resolve(output_root) == newest
+    assert recognizer.load(output_root).meta["uri"] == newest
+
+
+def test_an_output_root_with_several_runs_is_an_error_naming_them(trained_checkpoint, output_root):
+    for run in ("alpha", "beta"):
+        _copy_checkpoint(trained_checkpoint, storage.join(output_root, run, "checkpoint_epoch0001"))
+    with pytest.raises(CheckpointError, match="holds 2 training runs") as err:
+        recognizer.load(output_root)
+    assert "alpha, beta" in str(err.value)
+    assert storage.join(output_root, "alpha") in str(err.value)  # what to pass instead
+    # Naming one of them works.
+    assert checkpoint.resolve(storage.join(output_root, "beta")).endswith("beta/checkpoint_epoch0001")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ from PIL import Image
 
 from formdigits.cli import build_parser, main
 from recognizer.data import synth
+from recognizer.runtime import storage
 
 
 def test_help_lists_every_subcommand(digits_cli):
@@ -82,3 +87,51 @@ def test_errors_are_one_clear_line(digits_cli, args, message, tmp_path):
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+#: Runs a `digits` command in a fresh interpreter and reports whether Ray was imported.
+_RAY_PROBE = ("import sys; from formdigits.cli import main; rc = main(sys.argv[1:]); "
+              "print('ray imported:', 'ray' in sys.modules); sys.exit(rc)")
+
+
+@pytest.mark.parametrize("command", [
+    ["job", "run", "--input", "s3://in/", "--output", "s3://out/"],
+    ["serve"],
+])
+def test_a_bad_checkpoint_fails_before_ray_starts(command, tmp_path):
+    out = subprocess.run([sys.executable, "-c", _RAY_PROBE, *command, "--checkpoint",
+                          str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "RAY_ADDRESS": ""})
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"digits: error: no checkpoint at {tmp_path / 'nothing'}: ")
+    assert len(out.stderr.strip().splitlines()) == 1
+    # Never imported, so Ray cannot have started.
+    assert "ray imported: False" in out.stdout
+
+
+def test_job_submit_checks_an_s3_checkpoint_before_sending(s3_server, bucket, trained_checkpoint,
+                                                            tmp_path):
+    root = f"s3://{bucket}/runs"
+    for run in ("a", "b"):
+        for name in os.listdir(trained_checkpoint):
+            storage.write_bytes(storage.join(root, run, "checkpoint_epoch0001", name),
+                                (Path(trained_checkpoint) / name).read_bytes())
+    # No cluster answers at that address: the checkpoint's error comes first.
+    out = subprocess.run([sys.executable, "-c", _RAY_PROBE, "job", "submit", "--address",
+                          "http://127.0.0.1:9", "--input", f"s3://{bucket}/in/", "--output",
+                          f"s3://{bucket}/out/", "--checkpoint", root],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2
+    assert f"{root} holds 2 training runs (a, b)" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "ray imported: False" in out.stdout
+
+
+def test_predict_takes_the_output_root_of_digits_train(digits_cli, trained_checkpoint, mnist_test_raw,
+                                                       tmp_path):
+    root = Path(trained_checkpoint).parents[1]  # OUTPUT of `digits train`, one run inside
+    png = tmp_path / "digit.png"
+    Image.fromarray(mnist_test_raw[0][0]).save(png)
+    out = digits_cli("predict", str(png), "--checkpoint", str(root))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\t")[1] == str(mnist_test_raw[1][0])
