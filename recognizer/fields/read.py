@@ -27,6 +27,7 @@ from recognizer import settings
 from recognizer.clean import CleanConfig
 from recognizer.decode import decode
 from recognizer.errors import ImageError, NoDigits
+from recognizer.fields.calibrate import Calibration
 from recognizer.fields.config import SegmentConfig
 from recognizer.fields.lattice import Lattice, segment
 from recognizer.fields.marks import Piece
@@ -123,8 +124,8 @@ def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
     return FieldPlan(stacked, entries, length)
 
 
-def _read(lattice: Lattice, probs: np.ndarray, length: int | None,
-          cfg: ScoreConfig) -> FieldResult | ImageError:
+def _read(lattice: Lattice, probs: np.ndarray, length: int | None, cfg: ScoreConfig,
+          calibration: Calibration | None) -> FieldResult | ImageError:
     """The best reading of one field from its pieces' probabilities (in candidate order)."""
     per_candidate, scores = [], []
     at = 0
@@ -148,17 +149,22 @@ def _read(lattice: Lattice, probs: np.ndarray, length: int | None,
     if not text:
         return NoDigits("no digits found: the field holds only marks that are not digits "
                         "(separators, dashes, dots)")
-    return FieldResult("".join(text), tuple(confs), math.prod(confs) * sure, tuple(boxes), "".join(raw))
+    confidence = math.prod(confs) * sure
+    if calibration is not None:
+        # Calibrated, and never above the least sure digit's probability.
+        confidence = min(calibration(confidence, len(text)), min(confs))
+    return FieldResult("".join(text), tuple(confs), confidence, tuple(boxes), "".join(raw))
 
 
-def assemble_fields(plan: FieldPlan, probs: np.ndarray,
-                    scoring: ScoreConfig | None = None) -> list[FieldResult | ImageError]:
+def assemble_fields(plan: FieldPlan, probs: np.ndarray, scoring: ScoreConfig | None = None,
+                    calibration: Calibration | None = None) -> list[FieldResult | ImageError]:
     """Pick each field's best chain of candidates from the pieces' probabilities and spell
     out the strings: one :class:`FieldResult` or :class:`ImageError` per image.
 
     ``probs``: (N, 11) from ``predict_tensors(plan.inputs, not_a_digit=True)``, or (N, 10)
     from a model without the not-a-digit class. A digit's confidence is the model's
-    probability that its piece is that digit.
+    probability that its piece is that digit; a field's, with the checkpoint's
+    ``calibration`` (:meth:`Calibration.from_meta`), the chance that its text is right.
     """
     scoring = scoring or ScoreConfig()
     results: list[FieldResult | ImageError] = []
@@ -168,7 +174,7 @@ def assemble_fields(plan: FieldPlan, probs: np.ndarray,
             results.append(entry)
             continue
         count = sum(len(c.pieces) for c in entry.candidates)
-        results.append(_read(entry, probs[at:at + count], plan.length, scoring))
+        results.append(_read(entry, probs[at:at + count], plan.length, scoring, calibration))
         at += count
     return results
 
@@ -191,7 +197,7 @@ def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.nda
     """
     plan = prepare_fields(images, config, length, model.splitter, cleaning)
     probs = model.predict_tensors(plan.inputs, not_a_digit=True)
-    return assemble_fields(plan, probs, scoring)
+    return assemble_fields(plan, probs, scoring, Calibration.from_meta(model.meta))
 
 
 def read_field(model: Recognizer, image: bytes | np.ndarray, config: SegmentConfig | None = None,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from recognizer import checkpoint
+from recognizer.settings import DIGITS
 from recognizer.training.config import TrainConfig
 from recognizer.training.loop import EpochEnd, Resume
 
@@ -17,14 +20,15 @@ from recognizer.training.loop import EpochEnd, Resume
 @dataclass
 class RunInfo:
     """What preparing the run found out, recorded in each of its checkpoints: the data
-    source, training digits and field pieces, the splitter's metrics (None without one)
-    and the code version."""
+    source, training digits and field pieces, the splitter's metrics (None without one),
+    the code version and the restyled copies of training digits."""
 
     data_source: str
     train_images: int
     field_pieces: int
     splitter_metrics: dict | None
     code_version: str
+    restyled_digits: int = 0
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -37,16 +41,27 @@ def checkpoint_meta(cfg: TrainConfig, run: RunInfo, end: EpochEnd, workers: int)
     return {"model": cfg.model, "data": run.data_source,
             "epochs": end.epoch, "epochs_planned": cfg.epochs,
             "accuracy": end.metrics["val_accuracy"], "loss": end.metrics["val_loss"],
-            "train_images": run.train_images, "field_pieces": run.field_pieces,
+            "train_images": run.train_images, "restyled_digits": run.restyled_digits,
+            "field_pieces": run.field_pieces,
             "splitter": run.splitter_metrics, "workers": workers,
             "code_version": run.code_version, "history": end.history, "recipe": cfg.recipe()}
 
 
 def write_checkpoint(folder: str, cfg: TrainConfig, run: RunInfo, end: EpochEnd, workers: int,
-                     splitter: bytes | None) -> None:
-    """Write epoch ``end``'s checkpoint to ``folder`` (local or s3://)."""
-    checkpoint.save(folder, end.served, checkpoint_meta(cfg, run, end, workers), end.train_state(),
-                    splitter)
+                     splitter: bytes | None,
+                     validation: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Write epoch ``end``'s checkpoint to ``folder`` (local or s3://). The run's last
+    one also carries the field-confidence calibration fitted on fields of the
+    ``validation`` digits (``cfg.calibration_fields`` of them; none when 0)."""
+    meta = checkpoint_meta(cfg, run, end, workers)
+    if validation is not None and end.epoch == cfg.epochs and cfg.calibration_fields and cfg.classes > DIGITS:
+        from recognizer.fields.calibrate import META_KEY
+        from recognizer.training.calibrate import fit_calibration
+
+        found = fit_calibration(end.served, meta, splitter, *validation, cfg.calibration_fields, cfg.seed)
+        if found is not None:
+            meta[META_KEY] = found.to_meta()
+    checkpoint.save(folder, end.served, meta, end.train_state(), splitter)
 
 
 def read_resume(folder: str) -> Resume:

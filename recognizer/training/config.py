@@ -16,7 +16,7 @@ from recognizer.training.splitter import SplitterConfig
 #: The TrainConfig fields that make the recipe, recorded in every checkpoint's meta.
 RECIPE_KEYS = ("model", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
                "ema_decay", "augment", "seed", "field_pieces", "form_share", "style_share",
-               "splitter_examples", "splitter_epochs")
+               "calibration_fields", "splitter_examples", "splitter_epochs")
 
 
 @dataclass
@@ -59,6 +59,9 @@ class TrainConfig:
     #: and epochs. 0 epochs trains none; fields are then cut by geometry alone.
     splitter_examples: int = SplitterConfig.examples
     splitter_epochs: int = SplitterConfig.epochs
+    #: Fields synthesized from the validation digits that the run's last checkpoint reads
+    #: to calibrate its field confidences (recognizer.fields.calibrate); 0: raw ones.
+    calibration_fields: int = 800
     #: Torch threads of each Ray Train worker on CPUs (workers share the machine's cores).
     threads_per_worker: int = 1
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
@@ -75,6 +78,8 @@ class TrainConfig:
         for name in ("form_share", "style_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.calibration_fields < 0:
+            raise ConfigError(f"calibration_fields must not be negative, got {self.calibration_fields}")
         if self.field_pieces < 0:
             raise ConfigError(f"field_pieces must not be negative, got {self.field_pieces}")
         if self.splitter_epochs < 0:

@@ -48,7 +48,8 @@ def run(cfg: TrainConfig) -> TrainResult:
     def on_epoch(end: EpochEnd) -> None:
         nonlocal newest
         newest = storage.join(cfg.run_uri, checkpoint_name(end.epoch))
-        write_checkpoint(newest, cfg, inputs.info, end, world.size, inputs.splitter)
+        write_checkpoint(newest, cfg, inputs.info, end, world.size, inputs.splitter,
+                         (inputs.data.test_x, inputs.data.test_y))
         _prune(cfg)
 
     metrics = fit(cfg, inputs.data, world, on_epoch, resume)

@@ -35,10 +35,10 @@ def _limit(d: data.Digits, n: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(images, labels, pieces): the training digits, restyled copies of some of them
-    (``cfg.style_share``), and with ``cfg.field_pieces`` the pieces cut from fields
-    synthesized from them all (``cfg.classes`` classes in all)."""
+                 ) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(images, labels, restyled, pieces): the training digits, ``restyled`` copies of
+    some of them (``cfg.style_share``), and with ``cfg.field_pieces`` the ``pieces`` cut
+    from fields synthesized from them all (``cfg.classes`` classes in all)."""
     # Here, not at the top: Ray Train workers import this package, and have no use for
     # the segmenter (scipy) that field_pieces brings.
     from recognizer.data.styles import restyled_set
@@ -54,10 +54,10 @@ def training_set(train_d: data.Digits, cfg: TrainConfig, progress: bool = False
         x, y = np.concatenate([x, normalize_stack(sx)[0]]), np.concatenate([y, sy])
         raw = np.concatenate([raw, sx])
     if not cfg.field_pieces:
-        return x, y, 0
+        return x, y, len(sy), 0
     px, py = field_pieces.cut_pieces(raw, y, cfg.field_pieces, rng, form_share=cfg.form_share,
                                      progress=progress)
-    return np.concatenate([x, px]), np.concatenate([y, py]), len(py)
+    return np.concatenate([x, px]), np.concatenate([y, py]), len(sy), len(py)
 
 
 def train_splitter(images: np.ndarray, cfg: TrainConfig,
@@ -114,8 +114,9 @@ def prepare_run(cfg: TrainConfig, fit_splitter: SplitterTrainer) -> RunInputs:
     check_resumable(cfg)
     train_d = data.load(settings.data_dir(cfg.data), "train")
     test_d = data.load(settings.data_dir(cfg.data), "test")
-    train_x, train_y, pieces = training_set(train_d, cfg, progress=True)
+    train_x, train_y, restyled, pieces = training_set(train_d, cfg, progress=True)
     splitter, metrics = _splitter_for_run(cfg, _limit(train_d, cfg.train_limit)[0], fit_splitter)
     test_x, test_y = _limit(test_d, cfg.test_limit)
-    info = RunInfo(train_d.source, len(train_y) - pieces, pieces, metrics, checkpoint.code_version())
+    info = RunInfo(train_d.source, len(train_y) - pieces - restyled, pieces, metrics,
+                   checkpoint.code_version(), restyled)
     return RunInputs(LoopData(train_x, train_y, test_x, test_y), info, splitter)

@@ -69,7 +69,8 @@ def train_loop_per_worker(loop: dict) -> None:
             ray.train.report(end.metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            write_checkpoint(tmp, cfg, loop["info"], end, world.size, splitter)
+            write_checkpoint(tmp, cfg, loop["info"], end, world.size, splitter,
+                             (data.test_x, data.test_y))
             ray.train.report(end.metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                              checkpoint_dir_name=checkpoint_name(end.epoch))
 
