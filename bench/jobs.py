@@ -51,7 +51,7 @@ class _Sampler:
     """Samples, while a job runs, the RSS (the peak) and CPU time (by role) of this process,
     its descendants, and this Ray node's raylet with every process under it."""
 
-    def __init__(self, interval: float = 0.5):
+    def __init__(self, interval: float = 0.5, exclude: tuple[int, ...] = ()):
         import psutil
         import ray
 
@@ -60,7 +60,9 @@ class _Sampler:
         if node is not None and "raylet" in node.all_processes:
             self._raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
         self._me = psutil.Process()
+        self._exclude = set(exclude)  # e.g. an S3 server running as a child process
         self.peak = 0
+        self.driver_peak = 0  # this process alone (the job's driver)
         # pid -> (role, CPU seconds when first seen, latest CPU seconds): processes that
         # exit mid-job (the actor is killed at the end) keep their last sample.
         self._cpu: dict[int, list] = {}
@@ -77,14 +79,19 @@ class _Sampler:
             procs.update({p.pid: p for p in self._raylet.children(recursive=True)})
             procs[self._raylet.pid] = self._raylet
         procs[self._me.pid] = self._me
+        for pid in self._exclude:
+            procs.pop(pid, None)
         total = 0
         for p in procs.values():
             try:
                 with p.oneshot():
-                    total += p.memory_info().rss
+                    rss = p.memory_info().rss
+                    total += rss
                     cpu, name = sum(p.cpu_times()[:2]), p.name()
             except psutil.Error:
                 continue
+            if p.pid == self._me.pid:
+                self.driver_peak = max(self.driver_peak, rss)
             role = _role(p.pid, name, self._me.pid)
             # A process born during the job counts all of its CPU time.
             seen = self._cpu.setdefault(p.pid, [role, cpu if not self._running else 0.0, cpu])

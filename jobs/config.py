@@ -50,8 +50,13 @@ class JobConfig:
             raise ConfigError(f"--mode must be 'digit' or 'field', got {self.mode!r}")
         if self.field_length is not None and (self.mode != "field" or self.field_length < 1):
             raise ConfigError("--field-length needs --mode field and must be at least 1")
-        if self.input.rstrip("/") == self.output.rstrip("/"):
+        inp, out = self.input.rstrip("/") + "/", self.output.rstrip("/") + "/"
+        if inp == out:
             raise ConfigError("--output must differ from --input: outputs would be read as inputs")
+        if out.startswith(inp) or inp.startswith(out):
+            # Shards are found at any depth: one prefix inside the other would mix them up.
+            raise ConfigError(f"--output {self.output} and --input {self.input} must not lie one "
+                              "inside the other: shards are read from every level below --input")
 
 
 def defaults() -> dict:

@@ -23,7 +23,7 @@ from jobs.metrics import JobMetrics
 from jobs.task import ShardResult, ShardSettings, describe_failure, process_shard
 from recognizer import checkpoint
 from recognizer.errors import CheckpointError, StorageError
-from recognizer.runtime import storage
+from recognizer.runtime import retry, storage
 
 __all__ = ["JobConfig", "run_job"]
 
@@ -61,7 +61,9 @@ def run_job(cfg: JobConfig) -> dict:
     """Run a job to the end on the connected Ray and return its summary (also written to
     ``OUTPUT/_job.json``). Shards that fail are in the summary, never raised."""
     cfg.validate()
-    started, t0 = _now(), time.perf_counter()
+    started_at = datetime.now(UTC)
+    started, t0 = started_at.isoformat(timespec="seconds"), time.perf_counter()
+    retries_before = retry.retry_counts()
     job_id = cfg.job_id or f"job-{uuid.uuid4().hex[:12]}"
     try:
         meta = checkpoint.identify(cfg.checkpoint)
@@ -69,9 +71,12 @@ def run_job(cfg: JobConfig) -> dict:
         raise JobError(f"cannot use checkpoint: {exc}") from exc
     shards = source.list_shards(cfg.input)
     try:
+        # A run killed mid-write (this job's last run, most likely) leaves no visible
+        # object, but may leave unfinished multipart uploads or temporary files.
+        incomplete = sink.remove_incomplete(cfg.output, started_at)
         done = set() if cfg.overwrite else sink.completed_outputs(cfg.output)
     except StorageError as exc:
-        raise JobError(f"cannot list outputs: {exc}") from exc
+        raise JobError(f"cannot prepare the output prefix: {exc}") from exc
 
     cpus, gpus = _resources()
     gpus_per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpus else 0.0)
@@ -90,17 +95,20 @@ def run_job(cfg: JobConfig) -> dict:
     try:
         todo = []
         for uri in shards:
-            name = source.shard_name(uri)
+            name = source.shard_name(cfg.input, uri)
             if name in done:
                 results.append(_skipped(name, cfg.output))
                 metrics.record(results[-1])
                 bar.update()
             else:
                 todo.append(uri)
+        run = _ShardRun(cfg, meta, metrics, bar, t0)
         if todo:
-            run = _ShardRun(cfg, meta, metrics, bar, t0)
             results += run.process(todo, max_in_flight, job_id, n_actors, gpus_per_actor)
         summary = _summary(cfg, job_id, meta, shards, results, started, time.perf_counter() - t0)
+        summary["storage"] = _storage_report(results, retry.counts_since(retries_before), incomplete)
+        summary["tasks"] = {"max_in_flight": max_in_flight, "peak_in_flight": run.peak_in_flight,
+                            "task_retries_on_worker_loss": TASK_RETRIES}
         metrics.throughput.set(summary["images_per_second"])
         sink.write_summary(cfg.output, summary)
         return summary
@@ -124,6 +132,7 @@ class _ShardRun:
         self.aws = storage.aws_settings()
         self.actors: list = []
         self.images = 0
+        self.peak_in_flight = 0  # the most shard tasks the driver held at once
 
     def process(self, todo: list[str], max_in_flight: int, job_id: str, n_actors: int,
                 gpus_per_actor: float) -> list[ShardResult]:
@@ -165,8 +174,10 @@ class _ShardRun:
         def submit() -> None:
             while queue and len(pending) < max_in_flight:
                 i, uri = queue.popleft()
-                out = sink.output_uri(cfg.output, source.shard_name(uri))
-                pending[task.remote(uri, out, self.actors, i, settings)] = uri
+                name = source.shard_name(cfg.input, uri)
+                out = sink.output_uri(cfg.output, name)
+                pending[task.remote(uri, out, name, self.actors, i, settings)] = name
+            self.peak_in_flight = max(self.peak_in_flight, len(pending))
 
         # Shard tasks start (workers, S3 reads, decoding) while the actors load the model.
         submit()
@@ -180,11 +191,11 @@ class _ShardRun:
         results = []
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            uri = pending.pop(ready[0])
+            name = pending.pop(ready[0])
             try:
                 result = ray.get(ready[0])
             except Exception as exc:  # noqa: BLE001 - retries exhausted: report, carry on
-                result = ShardResult(source.shard_name(uri), "failed", reason=describe_failure(exc))
+                result = ShardResult(name, "failed", reason=describe_failure(exc))
             results.append(result)
             self._record(result)
             submit()
@@ -197,6 +208,21 @@ class _ShardRun:
         self.metrics.throughput.set(rate)
         self.bar.set_postfix(images=f"{self.images:,}", rate=f"{rate:,.0f} img/s", refresh=False)
         self.bar.update()
+
+
+def _storage_report(results: list[ShardResult], driver_retries: dict[str, int],
+                    incomplete: int) -> dict:
+    """Retries of this run by kind (the driver's listings and writes, every shard task's
+    reads and writes) and leftovers of killed runs removed."""
+    shard_retries = dict.fromkeys(retry.KINDS, 0)
+    for r in results:
+        shard_retries = retry.add_counts(shard_retries, r.retries)
+    total = retry.add_counts(shard_retries, driver_retries)
+    return {"retries": {**total, "total": sum(total.values())},
+            "retry_policy": {"attempts": retry.DEFAULT_POLICY.attempts,
+                             "base_seconds": retry.DEFAULT_POLICY.base_s,
+                             "cap_seconds": retry.DEFAULT_POLICY.cap_s, "jitter": "equal"},
+            "incomplete_uploads_removed": incomplete}
 
 
 def _summary(cfg: JobConfig, job_id: str, meta: dict, shards: list[str], results: list[ShardResult],
@@ -219,6 +245,7 @@ def _summary(cfg: JobConfig, job_id: str, meta: dict, shards: list[str], results
             "error": sum(r.rows_failed for r in results if r.status != "failed"),
             "processed_this_run": images,
             "errors_by_code": codes,
+            "duplicate_ids": sum(r.duplicate_ids for r in processed),
         },
         "failed_shards": [{"shard": r.shard, "reason": r.reason} for r in results if r.status == "failed"],
         "started_at": started,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,13 +21,22 @@ SUMMARY_NAME = "_job.json"
 
 
 def output_uri(output_prefix: str, shard_name: str) -> str:
-    """Where the output of input shard ``shard_name`` goes (the same name)."""
-    return storage.join(output_prefix, shard_name)
+    """Where the output of input shard ``shard_name`` goes: the same path below the
+    output prefix as the shard's below the input prefix."""
+    return storage.join(output_prefix, *shard_name.split("/"))
 
 
 def completed_outputs(output_prefix: str) -> set[str]:
-    """Names of the output shards already present (each is complete: writes are atomic)."""
-    return {u.rstrip("/").rsplit("/", 1)[-1] for u in storage.list_files(output_prefix, ".parquet")}
+    """Paths (below the prefix) of the output shards already present, at any depth; each
+    is complete, since writes are atomic."""
+    return {storage.relative(output_prefix, u)
+            for u in storage.list_files(output_prefix, ".parquet", recursive=True)}
+
+
+def remove_incomplete(output_prefix: str, started_before: datetime) -> int:
+    """Clear what a run killed mid-write left under the output prefix (local temporary
+    files, unfinished S3 multipart uploads) before this run writes; returns the count."""
+    return storage.remove_incomplete(output_prefix, started_before)
 
 
 def write_table(uri: str, table: pa.Table) -> None:

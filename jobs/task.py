@@ -22,7 +22,7 @@ from recognizer import settings
 from recognizer.errors import DigitsError, ImageError
 from recognizer.preprocess import preprocess_many
 from recognizer.results import FieldResult, Predictions
-from recognizer.runtime import storage
+from recognizer.runtime import retry, storage
 
 #: Batches sent to actors but not yet collected, per task: enough to keep the actor
 #: busy while this task preprocesses the next batch, few enough to bound memory.
@@ -58,6 +58,10 @@ class ShardResult:
     reason: str | None = None
     seconds: float = 0.0
     batch_seconds: list[float] = field(default_factory=list)
+    #: Rows whose id repeats an earlier row's id in the same shard (kept, not dropped).
+    duplicate_ids: int = 0
+    #: Storage retries this shard's task made, by kind (recognizer.runtime.retry.KINDS).
+    retries: dict[str, int] = field(default_factory=dict)
 
 
 class _Digits:
@@ -128,18 +132,27 @@ class _Fields:
         return schema.field_table(ids, self.results, model_version)
 
 
-def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
+def process_shard(shard_uri: str, out_uri: str, name: str, actors: list, first_actor: int,
                   cfg: ShardSettings) -> ShardResult:
     """Label every row of one shard and write its output shard. Never raises for bad
-    rows or a bad shard; those come back in the result."""
+    rows, a bad shard or storage that keeps failing; those come back in the result
+    (``name``: the shard's path below the input prefix, as reported)."""
     start = time.perf_counter()
     storage.use_aws_settings(cfg.aws)
-    name = source.shard_name(shard_uri)
+    retries_before = retry.retry_counts()
     try:
-        pf = source.open_shard(shard_uri, cfg.id_column, cfg.image_column)
+        result = _label_shard(shard_uri, out_uri, actors, first_actor, cfg, name)
     except (ShardError, DigitsError) as exc:
-        return ShardResult(name, "failed", reason=str(exc), seconds=time.perf_counter() - start)
+        # Nothing was written: the output appears whole, at the very end, or not at all.
+        result = ShardResult(name, "failed", reason=str(exc))
+    result.seconds = time.perf_counter() - start
+    result.retries = retry.counts_since(retries_before)
+    return result
 
+
+def _label_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
+                 cfg: ShardSettings, name: str) -> ShardResult:
+    reader = source.ShardReader(shard_uri, cfg.id_column, cfg.image_column)
     if cfg.mode == "field":
         mode = _Fields(cfg.field_length, ray.get(cfg.splitter) if cfg.splitter is not None else None)
     else:
@@ -156,23 +169,26 @@ def process_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
         id_parts.append(ids)
 
     turn = first_actor
-    for ids, images in source.iter_batches(pf, cfg.id_column, cfg.image_column, cfg.batch_size):
-        pending.append((ids, mode.submit(images, actors[turn % len(actors)])))
-        turn += 1
-        if len(pending) > PIPELINE_DEPTH:
+    try:
+        for ids, images in reader.batches(cfg.batch_size):
+            pending.append((ids, mode.submit(images, actors[turn % len(actors)])))
+            turn += 1
+            if len(pending) > PIPELINE_DEPTH:
+                collect()
+        while pending:
             collect()
-    while pending:
-        collect()
+    finally:
+        reader.close()
 
-    id_type = pf.schema_arrow.field(cfg.id_column).type
+    id_type = reader.id_type
     all_ids = pa.concat_arrays([a.cast(id_type) for a in id_parts]) if id_parts else pa.array([], id_type)
     sink.write_table(out_uri, mode.table(all_ids, cfg.model_version))
     errors = mode.errors
     codes = Counter(e.code for e in errors if e is not None)
     failed = sum(codes.values())
     return ShardResult(name, "ok", rows_ok=len(errors) - failed, rows_failed=failed,
-                       error_codes=dict(codes), seconds=time.perf_counter() - start,
-                       batch_seconds=batch_seconds)
+                       error_codes=dict(codes), batch_seconds=batch_seconds,
+                       duplicate_ids=source.duplicate_ids(all_ids))
 
 
 def describe_failure(exc: BaseException) -> str:

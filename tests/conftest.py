@@ -64,6 +64,18 @@ def s3_server():
         yield {"endpoint": server.endpoint, "kind": server.kind, **server.env()}
 
 
+@pytest.fixture(scope="session")
+def checking_s3() -> dict:
+    """An S3 server that checks credentials (MinIO, or moto with IAM authentication on),
+    holding a bucket ``checked``: ``{"endpoint", "kind", "bucket", AWS variables...}``.
+    Nothing is exported: tests pass its variables to the processes they start."""
+    with services.checking_s3_server() as server:
+        boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
+                     aws_secret_access_key=server.secret_key,
+                     region_name=server.region).create_bucket(Bucket="checked")
+        yield {"endpoint": server.endpoint, "kind": server.kind, "bucket": "checked", **server.env()}
+
+
 @pytest.fixture
 def bucket(s3_server) -> str:
     """A fresh, empty bucket for one test."""

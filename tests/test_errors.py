@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 from devstack import services
 
 
@@ -44,14 +42,18 @@ def test_missing_bucket_for_a_checkpoint(digits_cli, s3_server):
                  "no-such-bucket")
 
 
-@pytest.mark.skipif(not services.minio_binary(),
-                    reason="moto's S3 accepts any credentials; MinIO checks them")
-def test_wrong_credentials(digits_cli, s3_server, bucket, mnist_dir):
-    line = _one_line(digits_cli("shards", "make", "--data", mnist_dir, "--output", f"s3://{bucket}/in",
-                                "--rows-per-shard", "5", "--limit", "5",
-                                env={"AWS_SECRET_ACCESS_KEY": "wrong-secret-value"}),
+def test_wrong_credentials(digits_cli, checking_s3, mnist_dir):
+    # A server that checks them: MinIO, or moto with its IAM authentication on.
+    env = {k: v for k, v in checking_s3.items() if k.startswith("AWS_")}
+    line = _one_line(digits_cli("shards", "make", "--data", mnist_dir,
+                                "--output", f"s3://{checking_s3['bucket']}/in", "--rows-per-shard", "5",
+                                "--limit", "5", env={**env, "AWS_SECRET_ACCESS_KEY": "wrong-secret-value"}),
                      "credentials")
-    assert "wrong-secret-value" not in line
+    assert "wrong-secret-value" not in line and checking_s3["AWS_SECRET_ACCESS_KEY"] not in line
+    # The right ones work against the same server (the refusal was about the secret).
+    ok = digits_cli("shards", "make", "--data", mnist_dir, "--output", f"s3://{checking_s3['bucket']}/in",
+                    "--rows-per-shard", "5", "--limit", "5", env=env)
+    assert ok.returncode == 0, ok.stderr
 
 
 def test_unreachable_ray_address(digits_cli, tmp_path):

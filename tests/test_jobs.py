@@ -6,13 +6,13 @@ import io
 import json
 import os
 import threading
-import time
 
 import boto3
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from jobs_helpers import wait_for
 from PIL import Image
 
 import recognizer
@@ -218,16 +218,6 @@ def _run_in_thread(cfg: JobConfig) -> tuple[threading.Thread, dict]:
     return thread, box
 
 
-def _wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_model_actor_killed_mid_job_still_exactly_once(ray_cluster, bucket, mnist_dir,
                                                        trained_checkpoint):
     inp = f"s3://{bucket}/in"
@@ -239,8 +229,8 @@ def test_model_actor_killed_mid_job_still_exactly_once(ray_cluster, bucket, mnis
         names = [n for n in ray_cluster.util.list_named_actors() if n.startswith("digits-killtest-model-")]
         return names[0] if names else None
 
-    name = _wait_for(actor, what="the model actor")
-    _wait_for(lambda: any(k.endswith(".parquet") for k in _keys(bucket, "out/")), what="a first output")
+    name = wait_for(actor, what="the model actor")
+    wait_for(lambda: any(k.endswith(".parquet") for k in _keys(bucket, "out/")), what="a first output")
     assert thread.is_alive(), "the job finished before the actor could be killed"
     ray_cluster.kill(ray_cluster.get_actor(name), no_restart=False)
     thread.join(300)
@@ -267,7 +257,7 @@ def test_prometheus_scrapes_job_throughput(ray_cluster, bucket, mnist_dir, train
             result = prom.query(query)
             return float(result[0]["value"][1]) if result else None
 
-        _wait_for(lambda: (value("digits_images_processed_total{status='ok'}") or 0) >= 200,
+        wait_for(lambda: (value("digits_images_processed_total{status='ok'}") or 0) >= 200,
                   timeout=180, what="Prometheus to see all 200 images")
         assert value("digits_job_images_per_second") > 0
         assert value("digits_shards_total{status='ok'}") == 4

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 import posixpath
-import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
 from recognizer.errors import StorageError
+from recognizer.runtime import retry
 
 T = TypeVar("T")
 
@@ -24,9 +25,9 @@ T = TypeVar("T")
 AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
            "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
 
-#: Attempts and first back-off delay for transient storage errors.
-RETRIES = 5
-BACKOFF_S = 0.2
+#: Marks a local file being written (renamed into place when complete); a writer killed
+#: mid-write leaves ``.NAME.tmp-RANDOM``, which :func:`remove_incomplete` deletes.
+TMP_MARK = ".tmp-"
 
 
 def is_s3(uri: str) -> bool:
@@ -63,9 +64,14 @@ def s3_filesystem() -> pafs.S3FileSystem:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return pafs.S3FileSystem(
         region=region,
-        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=RETRIES),
+        # One attempt per call: every retry is ours (with_retries), bounded, jittered
+        # and counted, instead of hidden inside the S3 client.
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1),
+        # Objects below the multipart part size go up in one PUT (an open stream would
+        # begin a multipart upload at once, left unfinished if the writer dies).
+        allow_delayed_open=True,
         connect_timeout=10,
-        request_timeout=60,
+        request_timeout=30,
         **kwargs,
     )
 
@@ -91,42 +97,44 @@ def join(uri: str, *parts: str) -> str:
     return os.path.join(uri, *parts)
 
 
-def with_retries(what: str, fn: Callable[[], T], retries: int = RETRIES) -> T:
-    """Run fn, retrying transient OSErrors with exponential back-off.
+def with_retries(what: str, fn: Callable[[], T], kind: str = "other") -> T:
+    """Run fn, retrying transient OSErrors with jittered exponential back-off
+    (:mod:`recognizer.runtime.retry`); each retry is counted under ``kind``.
 
-    Missing files are not transient and are raised at once.
+    Missing files are not transient and are raised at once; permanent errors (refused
+    credentials, a missing bucket) are not retried.
     """
-    delay = BACKOFF_S
-    for attempt in range(1, retries + 1):
-        try:
-            return fn()
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            if attempt == retries or not _transient(exc):
-                raise StorageError(f"{what} failed: {describe_os_error(exc)}") from exc
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+    return retry.with_retries(what, fn, kind, _transient, describe_os_error)
+
+
+def _squeezed(text: str) -> str:
+    # S3 error codes come as AccessDenied, ACCESS_DENIED or "access denied": one spelling.
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+#: Errors no retry can mend (refused credentials, a missing bucket or key), squeezed.
+_PERMANENT = ("accessdenied", "nosuchbucket", "invalidaccesskeyid", "signaturedoesnotmatch",
+              "forbidden", "notfound", "permissiondenied", "invalidtoken", "expiredtoken")
 
 
 def _transient(exc: OSError) -> bool:
-    text = str(exc).lower()
-    permanent = ("access denied", "accessdenied", "nosuchbucket", "invalidaccesskeyid",
-                 "signaturedoesnotmatch", "forbidden", "not found", "permission denied")
-    return not any(word in text for word in permanent)
+    text = _squeezed(str(exc))
+    return not any(word in text for word in _PERMANENT)
 
 
 #: What S3 error texts mean, for messages a user can act on.
 _S3_HINTS = (
     (("no_such_bucket", "nosuchbucket", "bucket does not exist", "specified bucket does not exist"),
      "the bucket does not exist (create it, or check the s3:// URI)"),
-    (("invalidaccesskeyid", "signaturedoesnotmatch", "invalid_access_key", "access denied",
-      "accessdenied", "403"),
+    (("invalidaccesskeyid", "signaturedoesnotmatch", "signature_does_not_match", "invalid_access_key",
+      "access denied", "access_denied", "accessdenied", "403"),
      "S3 refused the credentials (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"),
     (("couldn't connect", "could not connect", "connection refused", "curlcode: 7",
       "network connection", "timed out", "resolve host"),
      "cannot reach the S3 endpoint"),
+    (("slow_down", "slowdown", "http status 503", "service unavailable"),
+     "S3 is throttling or unavailable (503)"),
+    (("internal_failure", "internalerror", "http status 500"), "S3 failed internally (500)"),
 )
 
 
@@ -157,7 +165,7 @@ def read_bytes(uri: str) -> bytes:
             return f.read()
 
     try:
-        return with_retries(f"reading {uri}", read)
+        return with_retries(f"reading {uri}", read, "read")
     except FileNotFoundError as exc:
         raise StorageError(f"{uri} does not exist") from exc
 
@@ -165,13 +173,14 @@ def read_bytes(uri: str) -> bytes:
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole object or file so that readers never see it half-written.
 
-    S3 objects appear only when the upload completes; local files are written under a
-    temporary name and renamed into place.
+    S3 objects appear only when their upload completes (objects this size go up in one
+    PUT); local files are written under a hidden temporary name and renamed into place.
     """
     fs, path = resolve(uri)
     if isinstance(fs, pafs.LocalFileSystem):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        folder, name = os.path.split(path)
+        os.makedirs(folder or ".", exist_ok=True)
+        tmp = os.path.join(folder, f".{name}{TMP_MARK}{uuid.uuid4().hex}")
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -181,36 +190,59 @@ def write_bytes(uri: str, data: bytes) -> None:
         with fs.open_output_stream(path) as f:
             f.write(data)
 
-    with_retries(f"writing {uri}", write)
+    with_retries(f"writing {uri}", write, "write")
 
 
 def exists(uri: str) -> bool:
     """Whether a file or folder exists at a local path or s3:// URI."""
     fs, path = resolve(uri)
-    info = with_retries(f"checking {uri}", lambda: fs.get_file_info(path))
+    info = with_retries(f"checking {uri}", lambda: fs.get_file_info(path), "read")
     return info.type != pafs.FileType.NotFound
 
 
-def list_files(uri: str, suffix: str = "") -> list[str]:
-    """URIs of the files directly under a folder or prefix, sorted, ending in suffix."""
+def _list(uri: str, recursive: bool) -> tuple[str, list[pafs.FileInfo]]:
+    """(the prefix's path, what lies under it); S3 listings are paginated by pyarrow,
+    1,000 keys a page, and a page that fails is retried with the whole listing."""
     fs, path = resolve(uri)
-    selector = pafs.FileSelector(path, recursive=False, allow_not_found=True)
-    infos = with_retries(f"listing {uri}", lambda: fs.get_file_info(selector))
+    selector = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
+    return path, with_retries(f"listing {uri}", lambda: fs.get_file_info(selector), "list")
+
+
+def _hidden(relative: str) -> bool:
+    # Names starting with "." or "_" are not data: temporary files, _job.json,
+    # _SUCCESS markers, _temporary/ folders of other writers.
+    return any(part.startswith((".", "_")) for part in relative.split("/"))
+
+
+def list_files(uri: str, suffix: str = "", recursive: bool = False) -> list[str]:
+    """URIs of the files under a folder or prefix (directly under it unless recursive),
+    sorted, ending in suffix; with recursive, names starting with "." or "_" (at any
+    level) are left out."""
+    path, infos = _list(uri, recursive)
     base = uri.rstrip("/")
-    names = sorted(posixpath.basename(i.path) for i in infos
-                   if i.type == pafs.FileType.File and i.path.endswith(suffix))
-    return [join(base, n) for n in names]
+    names = []
+    for info in infos:
+        if info.type != pafs.FileType.File or not info.path.endswith(suffix):
+            continue
+        relative = posixpath.relpath(info.path.replace(os.sep, "/"), path.replace(os.sep, "/"))
+        if not (recursive and _hidden(relative)):
+            names.append(relative)
+    return [join(base, *n.split("/")) for n in sorted(names)]
 
 
 def list_dirs(uri: str) -> list[str]:
     """URIs of the sub-folders directly under a folder or prefix, sorted."""
-    fs, path = resolve(uri)
-    selector = pafs.FileSelector(path, recursive=False, allow_not_found=True)
-    infos = with_retries(f"listing {uri}", lambda: fs.get_file_info(selector))
+    _, infos = _list(uri, recursive=False)
     base = uri.rstrip("/")
     names = sorted(posixpath.basename(i.path) for i in infos
                    if i.type == pafs.FileType.Directory)
     return [join(base, n) for n in names]
+
+
+def relative(prefix: str, uri: str) -> str:
+    """The part of ``uri`` below ``prefix``, with forward slashes (``2024/05/a.parquet``)."""
+    base = prefix.rstrip("/").replace(os.sep, "/")
+    return uri.replace(os.sep, "/")[len(base):].lstrip("/")
 
 
 def delete_dir(uri: str) -> None:
@@ -218,3 +250,23 @@ def delete_dir(uri: str) -> None:
     fs, path = resolve(uri)
     if exists(uri):
         with_retries(f"deleting {uri}", lambda: fs.delete_dir(path))
+
+
+def remove_incomplete(uri: str, started_before: datetime) -> int:
+    """Delete what writers killed mid-write left under a folder or prefix: local
+    temporary files, and S3 multipart uploads never completed (invisible as objects,
+    but stored and billed) begun before ``started_before`` (timezone-aware). Returns how
+    many were removed. Only safe while no other writer uses the prefix."""
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        removed = 0
+        for info in _list(uri, recursive=True)[1]:
+            name = posixpath.basename(info.path)
+            if info.type == pafs.FileType.File and name.startswith(".") and TMP_MARK in name:
+                os.remove(info.path)
+                removed += 1
+        return removed
+    from recognizer.runtime import s3_uploads  # boto3: S3 only
+
+    bucket, _, key = path.partition("/")
+    return s3_uploads.abort_stale(bucket, key.rstrip("/") + "/", started_before, describe_os_error)
