@@ -8,6 +8,7 @@ import sys
 
 from jobs.config import MODES, JobConfig, defaults
 from recognizer import settings
+from recognizer.checkpoint import CHECKPOINT_HELP
 from recognizer.runtime import storage
 
 #: JobConfig's defaults: the flags' defaults.
@@ -74,7 +75,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 _JOB_FLAGS: list[tuple[str, dict]] = [
     ("--input", {"required": True, "help": "s3:// prefix (or folder) of *.parquet input shards"}),
     ("--output", {"required": True, "help": "s3:// prefix (or folder) for output shards"}),
-    ("--checkpoint", {"required": True, "help": "checkpoint folder or training run (local or s3://)"}),
+    ("--checkpoint", {"required": True, "help": CHECKPOINT_HELP}),
     ("--overwrite", {"action": "store_true", "help": "redo shards whose output already exists"}),
     ("--mode", {"choices": list(MODES), "default": _D["mode"],
                 "help": "digit: one digit per image (label column); field: a row of digits such as "

@@ -36,6 +36,9 @@ FORMAT = "formdigits-checkpoint"
 FORMAT_VERSION = 1
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "meta.json", "train_state.pt"
 SPLITTER_FILE = "splitter.pt"
+#: What a checkpoint URI may name (:func:`resolve`), for the commands' --checkpoint help.
+CHECKPOINT_HELP = ("checkpoint folder, training run, or the folder given to `digits train "
+                   "--output` when it holds one run (local or s3://)")
 #: meta.json key holding the sha256 of model.pt (checkpoints written since it was added).
 WEIGHTS_HASH = "weights_sha256"
 #: meta.json key holding the sha256 of splitter.pt, in checkpoints that have one.

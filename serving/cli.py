@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from recognizer.checkpoint import CHECKPOINT_HELP
 from serving.config import APP_NAME, DEFAULT_HOST, DEFAULT_PORT, ServeConfig, parse_autoscale
 
 
@@ -18,7 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "RAY_ADDRESS) and print its URL. Runs until Ctrl-C unless --detach. "
                     "Running it again with a new --checkpoint rolls the model out without "
                     "dropping requests.")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or run (local or s3://)")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--replicas", type=int, default=d.replicas, help="fixed number of replicas")
     scale.add_argument("--autoscale", metavar="MIN:MAX",

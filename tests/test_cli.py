@@ -60,17 +60,33 @@ def test_predict_reports_bad_image_and_keeps_the_rest(digits_cli, trained_checkp
 
 
 def test_evaluate_writes_report(trained_checkpoint, mnist_dir, tmp_path, capsys):
+    import recognizer
+
     report = tmp_path / "report"
     assert main(["evaluate", "--checkpoint", trained_checkpoint, "--data", mnist_dir,
                  "--report", str(report)]) == 0
-    assert "accuracy" in capsys.readouterr().out
-    for name in ("training_curves.png", "confusion_matrix.png", "misclassified.png"):
+    out = capsys.readouterr().out
+    assert "accuracy" in out
+    assert "t-SNE of 2,000 test digits from the model's penultimate features (64-d) ..." in out
+    for name in ("training_curves.png", "confusion_matrix.png", "misclassified.png", "tsne.png"):
         with Image.open(report / name) as img:
             assert img.size[0] > 300 and img.size[1] > 200
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["images"] == 10_000
     assert sum(map(sum, metrics["confusion_matrix"])) == 10_000
     assert 0.9 < metrics["accuracy"] <= 1.0
+    # The summary counts the model's own parameters, in the file, on the console and in
+    # metrics.json alike.
+    params = sum(p.numel() for p in recognizer.load(trained_checkpoint).model.parameters())
+    summary = metrics["model_summary"]
+    assert summary["parameters"] == params == sum(layer["parameters"] for layer in summary["layers"])
+    text = (report / "model_summary.txt").read_text()
+    assert f"{params:,} parameters" in text and f"{summary['macs_per_image']:,}" in text
+    assert text.splitlines()[0] in out
+    # The model's features keep the digits apart in their map better than the pixels do.
+    agreement = metrics["tsne"]["neighbour_agreement_10"]
+    assert metrics["tsne"]["digits"] == 2000
+    assert agreement["features"] > max(0.9, agreement["pixels"])
 
 
 @pytest.mark.parametrize("args, message", [

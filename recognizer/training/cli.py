@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from recognizer import settings
+from recognizer.checkpoint import CHECKPOINT_HELP
 from recognizer.models import MODELS
 from recognizer.training.config import TrainConfig
+from recognizer.training.embedding import SAMPLE
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -89,24 +91,32 @@ def _train(args: argparse.Namespace) -> int:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="score a checkpoint on test data and write a report",
-        description="Print accuracy and loss on the test split and write a report folder: "
-                    "training curves, confusion matrix, misclassified digits, metrics.json.")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or run (local or s3://)")
+        description="Print accuracy and loss on the test split and the model's summary, and "
+                    "write a report folder: training curves, confusion matrix, misclassified "
+                    "digits, t-SNE maps, model summary, metrics.json.")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--data", help=f"test data (default: ${settings.DATA_ENV}, else download)")
     p.add_argument("--report", default="report", help="folder for the report files")
+    p.add_argument("--tsne-sample", type=int, default=SAMPLE, metavar="N",
+                   help="test digits in the t-SNE maps (0: no maps; default %(default)s)")
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from recognizer import data
     from recognizer.predict import load
+    from recognizer.training.embedding import tsne_maps
     from recognizer.training.evaluate import evaluate
     from recognizer.training.report import write_report
+    from recognizer.training.summary import summarize
 
     model = load(args.checkpoint)
     test = data.load(settings.data_dir(args.data), "test")
     result = evaluate(model, test)
-    paths = write_report(args.report, result, model.meta)
+    summary = summarize(model.model, model.meta["model"])
+    maps = tsne_maps(model.model, test, sample=args.tsne_sample) if args.tsne_sample else None
+    paths = write_report(args.report, result, model.meta, summary, maps)
+    print(summary.text())
     print(f"model {model.version}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f} "
           f"on {len(test):,} test images")
     for p in paths:

@@ -12,7 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from recognizer.settings import DIGITS  # noqa: E402
+from recognizer.training.embedding import TsneMaps  # noqa: E402
 from recognizer.training.evaluate import Evaluation  # noqa: E402
+from recognizer.training.summary import ModelSummary  # noqa: E402
 
 
 def plot_curves(history: list[dict], path: str) -> None:
@@ -70,10 +72,41 @@ def plot_misclassified(result: Evaluation, path: str, limit: int = 64) -> None:
     plt.close(fig)
 
 
-def write_report(folder: str, result: Evaluation, meta: dict) -> list[str]:
-    """Write curves, confusion matrix, misclassified grid and metrics.json; return paths."""
+def plot_tsne(maps: TsneMaps, path: str) -> None:
+    """The two t-SNE maps side by side, each digit a dot coloured by its true label,
+    with the label written at the middle of its digits."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.2))
+    colours = plt.get_cmap("tab10")
+    panels = ((maps.features, f"model's penultimate features ({maps.feature_dims}-d)"),
+              (maps.pixels, "raw pixels (784-d)"))
+    for ax, (xy, title) in zip(axes, panels, strict=True):
+        for d in range(DIGITS):
+            mine = xy[maps.labels == d]
+            ax.scatter(mine[:, 0], mine[:, 1], s=4, color=colours(d), label=str(d), alpha=0.7)
+            if len(mine):
+                cx, cy = np.median(mine, axis=0)
+                ax.text(cx, cy, str(d), fontsize=13, weight="bold", ha="center", va="center",
+                        bbox={"boxstyle": "circle,pad=0.2", "fc": "white", "ec": colours(d), "alpha": 0.8})
+        ax.set(title=f"t-SNE of {len(maps.labels):,} test digits: {title}", xticks=[], yticks=[])
+    axes[1].legend(title="true label", markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(folder: str, result: Evaluation, meta: dict, summary: ModelSummary | None = None,
+                 maps: TsneMaps | None = None) -> list[str]:
+    """Write curves, confusion matrix, misclassified grid, the t-SNE maps and the model
+    summary (when given) and metrics.json; return the paths."""
     os.makedirs(folder, exist_ok=True)
     paths = []
+    if maps is not None:
+        paths.append(os.path.join(folder, "tsne.png"))
+        plot_tsne(maps, paths[-1])
+    if summary is not None:
+        paths.append(os.path.join(folder, "model_summary.txt"))
+        with open(paths[-1], "w") as f:
+            f.write(summary.text())
     history = meta.get("history") or []
     if history:
         paths.append(os.path.join(folder, "training_curves.png"))
@@ -89,6 +122,8 @@ def write_report(folder: str, result: Evaluation, meta: dict) -> list[str]:
         "images": int(len(result.labels)), "misclassified": int(len(result.misclassified())),
         "per_class_accuracy": {str(d): a for d, a in enumerate(per_class)},
         "confusion_matrix": result.confusion.tolist(), "training": history,
+        **({"model_summary": summary.to_json()} if summary is not None else {}),
+        **({"tsne": maps.to_json()} if maps is not None else {}),
     }
     paths.append(os.path.join(folder, "metrics.json"))
     with open(paths[-1], "w") as f:
