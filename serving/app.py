@@ -40,7 +40,7 @@ from recognizer.fields import assemble_fields, prepare_fields
 from recognizer.predict import Recognizer, load, select_device
 from recognizer.preprocess import as_image_list, preprocess, preprocess_many
 from recognizer.results import Failure, Predictions, digit_entry, field_entry
-from serving import inputs
+from serving import health, inputs
 from serving.config import APP_NAME, ServeConfig
 from serving.metrics import app_metrics
 
@@ -272,7 +272,10 @@ class DigitRecognizer:
 
     @api.get("/v1/health")
     async def health(self) -> JSONResponse:
-        return JSONResponse({"status": "ok", "model_version": self.recognizer.version})
+        """This replica's model and the deployment's state (``status``: ``ok`` or
+        ``degraded``), from Serve's controller: see :mod:`serving.health`."""
+        state = await asyncio.to_thread(health.deployment_state)
+        return JSONResponse(health.summary(self.recognizer.version, state))
 
     @api.get("/v1/model")
     async def model(self) -> JSONResponse:

@@ -64,9 +64,14 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 def _serve(args: argparse.Namespace) -> int:
     from recognizer.runtime import ray_session
     from serving.deploy import check_checkpoint, deploy, wait_forever
+    from serving.proxy_errors import PROXY_ENV
 
     cfg = config_from_args(args)
     meta = check_checkpoint(cfg.checkpoint)
+    # A Ray started here passes this environment to Serve's proxy (JSON proxy errors); a
+    # cluster's nodes must carry it themselves (cluster/k8s/rayservice.yaml).
+    for key, value in PROXY_ENV.items():
+        os.environ.setdefault(key, value)
     ray_session.connect()
     url = deploy(cfg, host=args.host, port=args.port, app_name=args.name)
     acc = meta.get("accuracy")

@@ -8,6 +8,10 @@ from recognizer import checkpoint
 from recognizer.errors import DigitsError
 from serving.config import APP_NAME, DEFAULT_HOST, DEFAULT_PORT, ServeConfig
 
+#: No request waits longer than this at the proxy (e.g. for a replacement replica when
+#: the only one died); it is then answered 504 with a JSON error (serving.proxy_errors).
+REQUEST_TIMEOUT_S = 60.0
+
 
 class DeployError(DigitsError):
     """Serve could not start or the application did not become healthy."""
@@ -32,7 +36,7 @@ def deploy(cfg: ServeConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
 
     cfg.validate()
     try:
-        serve.start(http_options={"host": host, "port": port})
+        serve.start(http_options={"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S})
         serve.run(build(cfg), name=app_name, route_prefix="/", blocking=False)
     except RuntimeError as exc:
         raise DeployError(f"deploying {app_name!r} failed: {str(exc).splitlines()[-1]}") from exc

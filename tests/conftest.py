@@ -89,6 +89,11 @@ def ray_cluster(s3_server):
     """One local Ray for the whole session (after S3 is configured, so workers see it)."""
     import ray
 
+    from serving.proxy_errors import PROXY_ENV
+
+    # Serve's proxy (started later, by the serving tests) answers its own errors in JSON,
+    # as `digits serve` sets it up; Ray's processes take this environment at start.
+    os.environ.update(PROXY_ENV)
     # address="local": never join a cluster someone started with `ray start` on this machine.
     ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False,
              logging_level=logging.ERROR, configure_logging=True)

@@ -191,7 +191,8 @@ def test_unknown_path_and_method(served):
 def test_health_and_model(served):
     health = requests.get(f"{served['url']}/health", timeout=10).json()
     meta = recognizer.load(served["checkpoint"]).meta
-    assert health == {"status": "ok", "model_version": meta["version"]}
+    assert health == {"status": "ok", "model_version": meta["version"], "deployment": "HEALTHY",
+                      "replicas": {"RUNNING": 1}}
     model = requests.get(f"{served['url']}/model", timeout=10).json()
     assert model["name"] == meta["model"] and model["version"] == meta["version"]
     assert model["accuracy"] == pytest.approx(meta["accuracy"])

@@ -1,0 +1,42 @@
+"""What ``/v1/health`` says: this replica's model, and the deployment's state as Serve's
+controller sees it, so that a replica answering beside a dead or restarting one does not
+report all is well."""
+
+from __future__ import annotations
+
+import time
+
+#: Seconds a controller answer is reused: health checks may come many times a second.
+CACHE_S = 1.0
+
+_cache: dict = {"at": float("-inf"), "state": None}
+
+
+def deployment_state() -> dict:
+    """``{"deployment": STATUS, "replicas": {STATE: count}}`` of the deployment this replica
+    belongs to (``HEALTHY``, ``UPDATING``, ``UNHEALTHY``...; ``RUNNING``, ``STARTING``...),
+    or ``{"deployment": "UNKNOWN", "replicas": {}}`` when the controller cannot be asked.
+    Blocking (a call to the controller): run it off the event loop."""
+    now = time.monotonic()
+    if now - _cache["at"] < CACHE_S and _cache["state"] is not None:
+        return _cache["state"]
+    try:
+        from ray import serve
+
+        ctx = serve.get_replica_context()
+        app = serve.status().applications[ctx.app_name]
+        d = app.deployments[ctx.deployment]
+        state = {"deployment": str(getattr(d.status, "value", d.status)),
+                 "replicas": {str(getattr(k, "value", k)): n for k, n in d.replica_states.items() if n}}
+    except Exception:  # noqa: BLE001 - health must answer even when the controller does not
+        state = {"deployment": "UNKNOWN", "replicas": {}}
+    _cache.update(at=now, state=state)
+    return state
+
+
+def summary(model_version: str, state: dict) -> dict:
+    """The health answer: ``status`` is ``ok`` only when the deployment is healthy and every
+    replica of it is running, else ``degraded`` (this replica still answers)."""
+    replicas = state["replicas"]
+    healthy = state["deployment"] == "HEALTHY" and set(replicas) <= {"RUNNING"}
+    return {"status": "ok" if healthy else "degraded", "model_version": model_version, **state}
