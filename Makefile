@@ -5,8 +5,11 @@ BIN    := $(VENV)/bin
 # MNIST IDX files for offline work; override with `make test DIGITS_DATA=/path`.
 DIGITS_DATA ?= $(abspath ../shared/data/mnist)
 export DIGITS_DATA
+# Real fields for the benchmark only (development set, never in the repository).
+DIGITS_ROWID ?= $(abspath ../shared/data/rowid-dev)
+export DIGITS_ROWID
 
-.PHONY: setup system-packages test lint demo bench clean
+.PHONY: setup system-packages test lint demo bench bundled-model clean
 
 setup: system-packages $(BIN)/digits
 
@@ -44,6 +47,11 @@ demo: $(BIN)/digits
 
 bench: $(BIN)/digits
 	$(BIN)/python -m bench.run --output bench/RESULTS.md
+
+# The model the package ships (recognizer/bundled): `digits train` with its defaults.
+# Rebuild and commit it whenever training changes.
+bundled-model: $(BIN)/digits
+	$(BIN)/python -m recognizer.training.bundle
 
 clean:
 	rm -rf $(VENV) *.egg-info runs out report

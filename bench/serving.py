@@ -1,9 +1,17 @@
-"""Serving benchmark: requests/s and latency over loopback HTTP, batched vs unbatched.
+"""Serving benchmark: the digits application measured against its engine.
 
-For each mode (dynamic batching; ``max_batch_size=1``) the application is deployed on
-the current Ray, warmed up, and driven by an aiohttp client at concurrency 1, 16 and 64
-with a bounded number of requests (and a time cap) per level. Each request is one PNG
-of an MNIST test digit sent to ``POST /v1/predict``.
+Two applications run side by side on one Serve HTTP proxy: the digits application
+(``ServeConfig`` defaults, one replica) and a no-op FastAPI ingress with the same HTTP
+shape and deployment options (:mod:`bench.noop_app`). One aiohttp client drives each in
+turn at concurrency 1, 16 and 64 (one PNG of an MNIST test digit per ``POST
+/v1/predict``), in ``ROUNDS`` interleaved rounds so that the machine's load drifts over
+both alike. The app/no-op ratios of req/s and p99 at 16 and 64 say what the
+application's own work per request (decoding, preprocessing, batching, the model,
+JSON) costs on top of Ray Serve's; on 2 shared cores, Serve itself is the ceiling.
+
+``POST /v1/predict/batch`` with 32 images per request is measured in images/s against
+the model alone and against the library's own path in this process (decode,
+preprocess, model).
 
     python -m bench.serving --checkpoint PATH [--data DIR]
 """
@@ -11,8 +19,9 @@ of an MNIST test digit sent to ``POST /v1/predict``.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import base64
 import io
+import json
 import logging
 import os
 import platform
@@ -20,21 +29,24 @@ import time
 
 import numpy as np
 
+from bench.http_load import Level, drive, pooled
+from bench.serve_cpu import CpuMeter, per_request_ms, serve_processes
 from devstack import services
 
 CONCURRENCY = (1, 16, 64)
-#: Requests per concurrency level, and the wall-clock cap per level (seconds).
+#: Requests per concurrency level and round, and the wall-clock cap per level (seconds).
 REQUESTS = {1: 300, 16: 1500, 64: 3000}
 TIME_CAP_S = 25.0
-WARMUP = 100
-APP = "digits-bench"
-
-#: The two modes compared. Both get the same limits so only batching differs.
-COMMON = dict(max_ongoing_requests=128, max_queued_requests=512, torch_threads=1, replicas=1)
-MODES = {
-    "batched": dict(max_batch_size=32, batch_wait_ms=2.0, **COMMON),
-    "unbatched": dict(max_batch_size=1, batch_wait_ms=0.0, **COMMON),
-}
+WARMUP = 200
+#: Interleaved rounds of every level on both applications.
+ROUNDS = 2
+#: The levels the targets are checked at, and the targets: app/no-op ratios.
+COMPARED = (16, 64)
+TARGETS = {"rps_ratio_min": 0.95, "p99_ratio_max": 1.1}
+#: The batch endpoint: images per request, concurrent clients, requests.
+BATCH_IMAGES, BATCH_CONCURRENCY, BATCH_REQUESTS = 32, 4, 200
+APP, NOOP = "digits-bench", "noop-bench"
+TARGET_NAMES = ("app", "noop")
 
 
 def _pngs(data_dir: str, n: int = 256) -> list[bytes]:
@@ -51,171 +63,273 @@ def _pngs(data_dir: str, n: int = 256) -> list[bytes]:
     return out
 
 
-async def _drive(url: str, bodies: list[bytes], concurrency: int, total: int,
-                 cap_s: float) -> dict:
-    import aiohttp
-
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    sent = 0
-    deadline = time.perf_counter() + cap_s
-    headers = {"Content-Type": "image/png"}
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal sent
-        while sent < total and time.perf_counter() < deadline:
-            body = bodies[sent % len(bodies)]
-            sent += 1
-            t0 = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as r:
-                await r.read()
-                status = r.status
-            statuses[status] = statuses.get(status, 0) + 1
-            if status == 200:
-                latencies.append(time.perf_counter() - t0)
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    lat_ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {"requests": sent, "ok": len(latencies), "statuses": statuses,
-            "seconds": round(wall, 2), "rps": round(len(latencies) / wall, 1),
-            "p50_ms": round(float(np.percentile(lat_ms, 50)), 1),
-            "p99_ms": round(float(np.percentile(lat_ms, 99)), 1)}
+def _batch_bodies(pngs: list[bytes]) -> list[bytes]:
+    """JSON bodies of ``BATCH_IMAGES`` base64 PNGs each, as clients send them."""
+    groups = [pngs[i:i + BATCH_IMAGES] for i in range(0, len(pngs) - BATCH_IMAGES + 1, BATCH_IMAGES)]
+    return [json.dumps({"images": [base64.b64encode(p).decode() for p in g]}).encode()
+            for g in groups]
 
 
-def run_mode(checkpoint: str, bodies: list[bytes], mode: str, settings: dict) -> list[dict]:
-    """Deploy one mode, drive it at each concurrency, delete it."""
+def _deploy(checkpoint: str) -> dict[str, str]:
+    """Deploy both applications on one proxy; their ``/v1`` base URLs."""
     from ray import serve
 
+    from bench import noop_app
     from serving.config import ServeConfig
     from serving.deploy import deploy
 
-    url = deploy(ServeConfig(checkpoint=checkpoint, **settings), port=services.free_port(),
-                 app_name=APP) + "/predict"
-    handle = serve.get_app_handle(APP)
-    try:
-        asyncio.run(_drive(url, bodies, 16, WARMUP, TIME_CAP_S))
-        rows = []
+    cfg = ServeConfig(checkpoint=checkpoint)
+    app = deploy(cfg, port=services.free_port(), app_name=APP)
+    serve.run(noop_app.build(cfg), name=NOOP, route_prefix="/noop", blocking=False)
+    origin = app.removesuffix("/v1")
+    return {"app": app, "noop": f"{origin}/noop/v1"}
+
+
+def _metered(meter: CpuMeter, target: str, run) -> tuple[Level, dict[str, float]]:
+    """Run one level; it and the CPU ms per answered request of the target's replica,
+    the proxy and the client."""
+    before = meter.read()
+    level = run()
+    cpu = per_request_ms(before, meter.read(), level.ok, (target, "proxy", "client"))
+    return level, {("replica" if k == target else k): v for k, v in cpu.items()}
+
+
+def measure_single(urls: dict[str, str], bodies: list[bytes], meter: CpuMeter
+                   ) -> tuple[list[dict], dict]:
+    """Every level on both applications, ``ROUNDS`` times interleaved; the rows, and
+    per application and level the pooled summary of its rounds."""
+    from ray import serve
+
+    stats = serve.get_app_handle(APP).stats
+    for target in TARGET_NAMES:
+        drive(urls[target] + "/predict", bodies, "image/png", 16, WARMUP, TIME_CAP_S)
+    rows, levels = [], {}
+    for rnd in range(1, ROUNDS + 1):
         for c in CONCURRENCY:
-            before = handle.stats.remote().result(timeout_s=30)
-            row = asyncio.run(_drive(url, bodies, c, REQUESTS[c], TIME_CAP_S))
-            after = handle.stats.remote().result(timeout_s=30)
-            batches = after["batches"] - before["batches"]
-            row.update(mode=mode, concurrency=c, mean_batch=round(
-                (after["batched_requests"] - before["batched_requests"]) / max(batches, 1), 1))
-            rows.append(row)
-            print(f"  {mode:9s} c={c:3d}: {row['rps']:7.1f} req/s  p50 {row['p50_ms']:6.1f} ms  "
-                  f"p99 {row['p99_ms']:6.1f} ms  mean batch {row['mean_batch']}  "
-                  f"statuses {row['statuses']}", flush=True)
-        return rows
-    finally:
-        serve.delete(APP)
+            for target in TARGET_NAMES:
+                before = stats.remote().result(timeout_s=30)
+                level, cpu = _metered(meter, target, lambda t=target, c=c: drive(
+                    urls[t] + "/predict", bodies, "image/png", c, REQUESTS[c], TIME_CAP_S))
+                after = stats.remote().result(timeout_s=30)
+                batches = after["batches"] - before["batches"]
+                row = {"app": target, "concurrency": c, "round": rnd, **level.summary(),
+                       "cpu_ms_per_request": cpu,
+                       "mean_batch": round((after["batched_requests"] - before["batched_requests"])
+                                           / batches, 1) if batches else None}
+                rows.append(row)
+                levels.setdefault(f"{target}@{c}", []).append(level)
+                print(f"  round {rnd} {target:4s} c={c:3d}: {row['rps']:7.1f} req/s  "
+                      f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  "
+                      f"mean batch {row['mean_batch']}  CPU ms/request {cpu}  "
+                      f"statuses {row['statuses']}", flush=True)
+    summaries = {key: pooled(runs) for key, runs in levels.items()}
+    for key, summary in summaries.items():
+        mine = [r for r in rows if f"{r['app']}@{r['concurrency']}" == key]
+        summary["cpu_ms_per_request"] = {
+            proc: round(sum(r["cpu_ms_per_request"][proc] * r["ok"] for r in mine)
+                        / max(sum(r["ok"] for r in mine), 1), 2)
+            for proc in ("replica", "proxy", "client")}
+    return rows, summaries
 
 
-def model_ceiling(checkpoint: str, sizes: tuple[int, ...] = (1, 32), seconds: float = 2.0) -> dict:
-    """Images/s of the bare model (one torch thread, as in a replica) at each batch size.
+def ratios(rows: list[dict], pooled_levels: dict) -> dict:
+    """App/no-op ratios of req/s and p99 at each compared level: pooled over the
+    rounds, and per round (their spread shows the noise)."""
+    out = {}
+    for c in COMPARED:
+        app, noop = pooled_levels[f"app@{c}"], pooled_levels[f"noop@{c}"]
+        per_round = []
+        for rnd in range(1, ROUNDS + 1):
+            a, n = ({r["app"]: r for r in rows if r["concurrency"] == c and r["round"] == rnd}[t]
+                    for t in TARGET_NAMES)
+            per_round.append({"rps": round(a["rps"] / n["rps"], 3),
+                              "p99": round(a["p99_ms"] / n["p99_ms"], 3)})
+        out[str(c)] = {"rps": round(app["rps"] / noop["rps"], 3),
+                       "p99": round(app["p99_ms"] / noop["p99_ms"], 3), "per_round": per_round}
+    return out
 
-    The most batching can gain over single-image calls, with no HTTP or Serve overhead.
-    """
+
+def measure_batch(urls: dict[str, str], pngs: list[bytes], meter: CpuMeter) -> dict:
+    """``/v1/predict/batch`` with ``BATCH_IMAGES`` images per request, on both apps."""
+    bodies = _batch_bodies(pngs)
+    out = {}
+    for target in TARGET_NAMES:
+        url = urls[target] + "/predict/batch"
+        drive(url, bodies, "application/json", BATCH_CONCURRENCY, 20, TIME_CAP_S)
+        level, cpu = _metered(meter, target, lambda u=url: drive(
+            u, bodies, "application/json", BATCH_CONCURRENCY, BATCH_REQUESTS, TIME_CAP_S))
+        s = {**level.summary(), "cpu_ms_per_request": cpu}
+        s["images_per_s"] = round(s["rps"] * BATCH_IMAGES, 1)
+        out[target] = s
+        print(f"  batch {target:4s}: {s['images_per_s']:7.1f} images/s  p50 {s['p50_ms']} ms  "
+              f"p99 {s['p99_ms']} ms  statuses {s['statuses']}", flush=True)
+    return out
+
+
+def _rate(fn, items: int, seconds: float) -> float:
+    fn()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return round(calls * items / (time.perf_counter() - start), 1)
+
+
+def in_process(checkpoint: str, pngs: list[bytes], seconds: float = 2.0) -> dict:
+    """Images/s in this process with one torch thread, as in a replica: the model alone
+    at batch 1 and ``BATCH_IMAGES``, and the library's whole path (decode, preprocess,
+    model) for ``BATCH_IMAGES`` PNGs."""
     import torch
 
     import recognizer
+    from recognizer.preprocess import preprocess_many
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         model = recognizer.load(checkpoint, device="cpu")
+        rng = np.random.default_rng(0)
         out = {}
-        for n in sizes:
-            x = np.random.default_rng(0).random((n, 28, 28), dtype=np.float32)
-            model.predict_tensors(x)
-            calls, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                model.predict_tensors(x)
-                calls += 1
-            out[n] = round(calls * n / (time.perf_counter() - start), 1)
+        for n in (1, BATCH_IMAGES):
+            x = rng.random((n, 28, 28), dtype=np.float32)
+            out[f"model_batch_{n}"] = _rate(lambda x=x: model.predict_tensors(x), n, seconds)
+        batch = pngs[:BATCH_IMAGES]
+        out[f"library_batch_{BATCH_IMAGES}"] = _rate(
+            lambda: model.predict_tensors(preprocess_many(batch)[0]), BATCH_IMAGES, seconds)
         return out
     finally:
         torch.set_num_threads(threads)
 
 
-def run(checkpoint: str, data_dir: str) -> dict:
-    """Benchmark both modes in one run; returns rows plus the two target checks."""
+def _start_ray() -> bool:
+    """Start a local Ray for the benchmark (True) or join the one there is (False)."""
     import ray
 
     from recognizer.runtime import ray_session
 
-    load_before = os.getloadavg()  # other work on the machine skews every number below
-    started_ray = not ray.is_initialized()
-    if started_ray and not os.environ.get("RAY_ADDRESS"):
-        # Ray starts worker processes at nice 15; the Serve proxy and replica would then
-        # lose the CPU to this very client (nice 0). Run them at the client's priority.
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
-    else:
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
         ray_session.connect()
-    bodies = _pngs(data_dir)
-    ceiling = model_ceiling(checkpoint)
-    rows: list[dict] = []
+        return False
+    # Ray starts worker processes at nice 15; the Serve proxy and replicas would then
+    # lose the CPU to this very client (nice 0). Run them at the client's priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    # address="local": never join a Ray someone else started on this machine.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    return True
+
+
+def run(checkpoint: str, data_dir: str) -> dict:
+    """The whole benchmark in one run; rows, pooled levels, ratios, batch and model."""
+    load_before = os.getloadavg()  # other work on the machine skews every number below
+    pngs = _pngs(data_dir)
+    alone = in_process(checkpoint, pngs)
+    started_ray = _start_ray()
     try:
-        for mode, settings in MODES.items():
-            rows += run_mode(checkpoint, bodies, mode, settings)
+        urls = _deploy(checkpoint)
+        meter = CpuMeter(serve_processes({"app": APP, "noop": NOOP}))
+        rows, pooled_levels = measure_single(urls, pngs, meter)
+        batch = measure_batch(urls, pngs, meter)
     finally:
+        from ray import serve
+
+        for name in (APP, NOOP):
+            serve.delete(name)
         if started_ray:
-            from ray import serve
+            import ray
 
             serve.shutdown()
             ray.shutdown()
-    by = {(r["mode"], r["concurrency"]): r for r in rows}
-    speedup = by[("batched", 64)]["rps"] / max(by[("unbatched", 64)]["rps"], 1e-9)
     return {
-        "rows": rows,
-        "modes": MODES,
-        "requests_per_level": REQUESTS,
-        "speedup_c64": round(speedup, 2),
-        "model_images_per_s": ceiling,
-        "load_average_before": load_before,
-        "p99_c16_ms": by[("batched", 16)]["p99_ms"],
-        "targets": {"speedup_c64": 5.0, "p99_c16_ms": 100.0},
+        "rows": rows, "pooled": pooled_levels, "ratios": ratios(rows, pooled_levels),
+        "targets": TARGETS, "batch": batch, "in_process_images_per_s": alone,
+        "requests_per_level": REQUESTS, "rounds": ROUNDS,
+        "batch_request": {"images": BATCH_IMAGES, "concurrency": BATCH_CONCURRENCY},
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.python_version()}",
     }
 
 
-def to_markdown(results: dict) -> str:
-    """A results table and the target checks."""
-    lines = [
-        "### Serving (HTTP, loopback, one replica)",
-        "",
-        f"Machine: {results['machine']}. Client: aiohttp in the same machine. "
-        "Each request: one PNG to `POST /v1/predict`.",
-        "",
-        "| mode | concurrency | requests | req/s | p50 ms | p99 ms | mean batch | statuses |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for r in results["rows"]:
-        st = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
-        lines.append(f"| {r['mode']} | {r['concurrency']} | {r['requests']} | {r['rps']} | "
-                     f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch']} | {st} |")
+def _met(ok: bool) -> str:
+    return "met" if ok else "**NOT met**"
+
+
+def _ratio_lines(results: dict) -> list[str]:
     t = results["targets"]
-    ok1 = "met" if results["speedup_c64"] >= t["speedup_c64"] else "NOT met"
-    ok2 = "met" if results["p99_c16_ms"] < t["p99_c16_ms"] else "NOT met"
-    lines += [
+    lines = ["| concurrency | app/no-op req/s | per round | app/no-op p99 | per round | targets |",
+             "| ---: | ---: | --- | ---: | --- | --- |"]
+    for c, r in results["ratios"].items():
+        rps_ok, p99_ok = r["rps"] >= t["rps_ratio_min"], r["p99"] <= t["p99_ratio_max"]
+        rounds = {k: ", ".join(f"{x[k]:.2f}" for x in r["per_round"]) for k in ("rps", "p99")}
+        lines.append(
+            f"| {c} | **{r['rps']:.2f}x** | {rounds['rps']} | **{r['p99']:.2f}x** | {rounds['p99']} "
+            f"| req/s >= {t['rps_ratio_min']}x: {_met(rps_ok)}; p99 <= {t['p99_ratio_max']}x: "
+            f"{_met(p99_ok)} |")
+    return lines
+
+
+def _batch_lines(results: dict) -> list[str]:
+    b, alone, n = results["batch"], results["in_process_images_per_s"], results["batch_request"]
+    model = alone[f"model_batch_{n['images']}"]
+    library = alone[f"library_batch_{n['images']}"]
+    app = b["app"]["images_per_s"]
+    return [
+        f"`POST /v1/predict/batch`, {n['images']} PNGs per request (JSON base64), "
+        f"{n['concurrency']} concurrent clients:",
         "",
-        f"- Batched vs unbatched throughput at concurrency 64: **{results['speedup_c64']}x** "
-        f"(target >= {t['speedup_c64']}x: {ok1}).",
-        f"- Batched p99 at concurrency 16: **{results['p99_c16_ms']} ms** "
-        f"(target < {t['p99_c16_ms']} ms: {ok2}).",
-        f"- Bare model, one torch thread: {results['model_images_per_s']} images/s by batch size "
-        "(the ceiling on what batching can gain, before any HTTP/Serve overhead).",
-        f"- Load average before the run (1/5/15 min): "
-        f"{', '.join(f'{x:.1f}' for x in results['load_average_before'])}.",
-        f"- Settings: {results['modes']}",
+        "| path | images/s | vs the model alone |",
+        "| --- | ---: | ---: |",
+        f"| the model alone (one torch thread, batch {n['images']}) | {model} | 1.00x |",
+        f"| the library in one process (decode, preprocess, model) | {library} | "
+        f"{library / model:.2f}x |",
+        f"| HTTP, the digits application | {app} | {app / model:.2f}x |",
+        f"| HTTP, the no-op application | {b['noop']['images_per_s']} | — |",
+        "",
+        f"Batch requests: app p50 {b['app']['p50_ms']} ms, p99 {b['app']['p99_ms']} ms; "
+        f"no-op p50 {b['noop']['p50_ms']} ms, p99 {b['noop']['p99_ms']} ms. "
+        f"The model alone at batch 1: {alone['model_batch_1']} images/s. CPU ms per batch request "
+        f"(replica, proxy, client): app {_cpu(b['app'])}; no-op {_cpu(b['noop'])}.",
     ]
+
+
+def _cpu(summary: dict) -> str:
+    c = summary["cpu_ms_per_request"]
+    return f"{c['replica']}, {c['proxy']}, {c['client']}"
+
+
+def to_markdown(results: dict) -> str:
+    """The levels (pooled over rounds), the app/no-op ratios against their targets, and
+    the batch endpoint against the model alone."""
+    lines = [
+        "### Serving (HTTP, loopback, one replica), measured against Ray Serve itself",
+        "",
+        f"Machine: {results['machine']}. Client: aiohttp on the same machine. `app`: the digits "
+        "application with `ServeConfig`'s defaults; `noop`: a FastAPI ingress on Ray Serve with "
+        "the same HTTP shape and deployment options that answers a fixed JSON "
+        "(`bench/noop_app.py`). Each request: one PNG to `POST /v1/predict`. "
+        f"{results['rounds']} interleaved rounds per level, pooled below.",
+        "",
+        "CPU ms per request: CPU time (user + system, all threads) of the application's replica, "
+        "Serve's HTTP proxy and the client process, divided by the requests answered; unlike "
+        "req/s it hardly moves with the neighbours' load.",
+        "",
+        "| app | concurrency | requests | req/s | p50 ms | p99 ms | CPU ms/request: replica | proxy "
+        "| client | statuses |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for key, r in results["pooled"].items():
+        target, c = key.split("@")
+        st = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
+        cpu = r["cpu_ms_per_request"]
+        lines.append(f"| {target} | {c} | {r['requests']} | {r['rps']} | {r['p50_ms']} | "
+                     f"{r['p99_ms']} | {cpu['replica']} | {cpu['proxy']} | {cpu['client']} | {st} |")
+    lines += ["", *_ratio_lines(results), "", *_batch_lines(results), "",
+              "- Load average (1/5/15 min) before the run: "
+              f"{', '.join(f'{x:.1f}' for x in results['load_average_before'])}; after: "
+              f"{', '.join(f'{x:.1f}' for x in results['load_average_after'])}.",
+              "- Mean dynamic batch of the app, by round and level: "
+              + ", ".join(f"c={r['concurrency']}: {r['mean_batch']}" for r in results["rows"]
+                          if r["app"] == "app" and r["concurrency"] > 1) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from jobs.config import MODES, JobConfig, defaults
 from recognizer import settings
@@ -75,7 +76,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 _JOB_FLAGS: list[tuple[str, dict]] = [
     ("--input", {"required": True, "help": "s3:// prefix (or folder) of *.parquet input shards"}),
     ("--output", {"required": True, "help": "s3:// prefix (or folder) for output shards"}),
-    ("--checkpoint", {"required": True, "help": CHECKPOINT_HELP}),
+    ("--checkpoint", {"default": _D["checkpoint"], "help": CHECKPOINT_HELP}),
     ("--overwrite", {"action": "store_true", "help": "redo shards whose output already exists"}),
     ("--mode", {"choices": list(MODES), "default": _D["mode"],
                 "help": "digit: one digit per image (label column); field: a row of digits such as "
@@ -83,6 +84,10 @@ _JOB_FLAGS: list[tuple[str, dict]] = [
     ("--field-length", {"type": int, "default": _D["field_length"],
                         "help": "with --mode field: the number of digits every field holds, "
                                 "when known (postal codes: 5)"}),
+    ("--min-confidence", {"type": float, "default": _D["min_confidence"], "metavar": "C",
+                          "help": "with --mode field: mark the fields read with confidence below C "
+                                  "(calibrated: about the share read right) for review in a `review` "
+                                  "column; no row is ever dropped"}),
     ("--batch-size", {"type": int, "default": _D["batch_size"], "help": "images per inference batch"}),
     ("--actors", {"type": int, "default": _D["actors"],
                   "help": "model actors (default: one per GPU, else 1)"}),
@@ -131,7 +136,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     """The :class:`JobConfig` the ``job run`` (or ``submit``) flags describe."""
     return JobConfig(input=args.input, output=args.output, checkpoint=args.checkpoint,
                      overwrite=args.overwrite, mode=args.mode, field_length=args.field_length,
-                     batch_size=args.batch_size,
+                     min_confidence=args.min_confidence, batch_size=args.batch_size,
                      actors=args.actors,
                      actor_cpus=args.actor_cpus, actor_threads=args.actor_threads,
                      task_cpus=args.task_cpus, max_in_flight=args.max_in_flight, id_column=args.id_column,
@@ -150,8 +155,11 @@ def check_checkpoint(uri: str) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from recognizer.bundled import default_checkpoint
+
     cfg = config_from_args(args)
     cfg.validate()
+    cfg = replace(cfg, checkpoint=default_checkpoint(cfg.checkpoint))
     check_checkpoint(cfg.checkpoint)
 
     from jobs.run import run_job

@@ -17,10 +17,13 @@ class JobConfig:
 
     input: str
     output: str
-    checkpoint: str
+    #: A checkpoint folder, run or training output (local or s3://); "": the bundled model.
+    checkpoint: str = ""
     overwrite: bool = False
     mode: str = "digit"  # or "field": whole rows of digits, output column `text`
     field_length: int | None = None  # digits per field, when known
+    #: Field mode: rows whose confidence is below this are marked for review (never dropped).
+    min_confidence: float | None = None
     batch_size: int = settings.PREDICT_BATCH_SIZE
     actors: int | None = None  # default: one per GPU, else 1
     actor_cpus: float = 0.0
@@ -50,6 +53,10 @@ class JobConfig:
             raise ConfigError(f"--mode must be 'digit' or 'field', got {self.mode!r}")
         if self.field_length is not None and (self.mode != "field" or self.field_length < 1):
             raise ConfigError("--field-length needs --mode field and must be at least 1")
+        if self.min_confidence is not None and (self.mode != "field"
+                                                or not 0 <= self.min_confidence <= 1):
+            raise ConfigError("--min-confidence needs --mode field and must be between 0 and 1, "
+                              f"got {self.min_confidence}")
         inp, out = self.input.rstrip("/") + "/", self.output.rstrip("/") + "/"
         if inp == out:
             raise ConfigError("--output must differ from --input: outputs would be read as inputs")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import ray
@@ -22,6 +23,7 @@ from jobs.errors import JobError
 from jobs.metrics import JobMetrics
 from jobs.task import ShardResult, ShardSettings, describe_failure, process_shard
 from recognizer import checkpoint
+from recognizer.bundled import default_checkpoint
 from recognizer.errors import CheckpointError, StorageError
 from recognizer.runtime import retry, storage
 
@@ -59,8 +61,10 @@ def _resources() -> tuple[int, int]:
 
 def run_job(cfg: JobConfig) -> dict:
     """Run a job to the end on the connected Ray and return its summary (also written to
-    ``OUTPUT/_job.json``). Shards that fail are in the summary, never raised."""
+    ``OUTPUT/_job.json``). Shards that fail are in the summary, never raised; with no
+    ``cfg.checkpoint``, the bundled model reads them."""
     cfg.validate()
+    cfg = replace(cfg, checkpoint=default_checkpoint(cfg.checkpoint))
     started_at = datetime.now(UTC)
     started, t0 = started_at.isoformat(timespec="seconds"), time.perf_counter()
     retries_before = retry.retry_counts()
@@ -160,11 +164,20 @@ class _ShardRun:
             raise JobError(f"cannot use checkpoint: {exc}") from exc
         return ray.put(raw) if raw is not None else None
 
+    def _calibration(self) -> dict | None:
+        """Field mode: the checkpoint's confidence calibration, for the shard tasks."""
+        if self.cfg.mode != "field":
+            return None
+        from recognizer.fields.calibrate import META_KEY  # scipy: field jobs only
+
+        return self.meta.get(META_KEY)
+
     def _run_tasks(self, todo: list[str], max_in_flight: int) -> list[ShardResult]:
         cfg = self.cfg
         loading = self.actors[0].info.remote()
         settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
-                                 self.meta["version"], cfg.mode, cfg.field_length, self.aws,
+                                 self.meta["version"], cfg.mode, cfg.field_length,
+                                 cfg.min_confidence, self._calibration(), self.aws,
                                  self._splitter())
         task = ray.remote(process_shard).options(num_cpus=cfg.task_cpus, max_retries=TASK_RETRIES,
                                                  retry_exceptions=False)

@@ -39,6 +39,9 @@ class ShardSettings:
     model_version: str = ""
     mode: str = JobConfig.mode
     field_length: int | None = JobConfig.field_length
+    min_confidence: float | None = JobConfig.min_confidence
+    #: Field mode: the checkpoint's confidence calibration (its meta entry), if any.
+    calibration: dict | None = None
     #: The driver's S3 settings (storage.aws_settings); kept out of every repr and log.
     aws: dict[str, str] = field(default_factory=dict, repr=False)
     #: Field mode: an object ref to the checkpoint's splitter weights, put once by the
@@ -96,8 +99,13 @@ class _Fields:
     """Field mode: each image is a row of digits; segmentation runs here, the pieces'
     probabilities come from the actors, and the cutting is chosen back here."""
 
-    def __init__(self, length: int | None = None, splitter: bytes | None = None) -> None:
+    def __init__(self, length: int | None = None, splitter: bytes | None = None,
+                 min_confidence: float | None = None, calibration: dict | None = None) -> None:
+        from recognizer.fields.calibrate import Calibration
+
         self.length = length
+        self.min_confidence = min_confidence
+        self.calibration = Calibration(**calibration) if calibration else None
         self.split = None
         if splitter is not None:
             # torch: imported by field jobs whose checkpoint has a splitter only.
@@ -121,7 +129,7 @@ class _Fields:
             probs, seconds = np.zeros((0, settings.DIGITS + 1), np.float32), None
         else:
             probs, seconds = ray.get(ref)
-        self.results.extend(assemble_fields(plan, probs))
+        self.results.extend(assemble_fields(plan, probs, calibration=self.calibration))
         return seconds
 
     @property
@@ -129,7 +137,7 @@ class _Fields:
         return [r if isinstance(r, ImageError) else None for r in self.results]
 
     def table(self, ids: pa.Array, model_version: str) -> pa.Table:
-        return schema.field_table(ids, self.results, model_version)
+        return schema.field_table(ids, self.results, model_version, self.min_confidence)
 
 
 def process_shard(shard_uri: str, out_uri: str, name: str, actors: list, first_actor: int,

@@ -38,7 +38,8 @@ MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "meta.json", "train_state.pt"
 SPLITTER_FILE = "splitter.pt"
 #: What a checkpoint URI may name (:func:`resolve`), for the commands' --checkpoint help.
 CHECKPOINT_HELP = ("checkpoint folder, training run, or the folder given to `digits train "
-                   "--output` when it holds one run (local or s3://)")
+                   "--output` when it holds one run (local or s3://); default: the model "
+                   "bundled with the package")
 #: meta.json key holding the sha256 of model.pt (checkpoints written since it was added).
 WEIGHTS_HASH = "weights_sha256"
 #: meta.json key holding the sha256 of splitter.pt, in checkpoints that have one.
@@ -57,9 +58,12 @@ def code_version() -> str:
         here = os.path.dirname(os.path.abspath(__file__))
         sha = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=5).stdout.strip()
+        # Uncommitted changes to tracked files: the commit alone does not say what ran.
+        dirty = sha and subprocess.run(["git", "-C", here, "status", "--porcelain", "-uno"],
+                                       capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{ver}+g{sha}" if sha else ver
+        sha, dirty = "", ""
+    return f"{ver}+g{sha}{'.dirty' if dirty else ''}" if sha else ver
 
 
 def _tensor_bytes(obj: Any) -> bytes:

@@ -17,7 +17,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Print the label and confidence for each image (PNG, JPEG, BMP, TIFF: "
                     "a scan or a phone photo of one digit).")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--csv", metavar="FILE", help="also write an ImageId,Label CSV file")
     p.set_defaults(func=_predict)
 

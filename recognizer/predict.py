@@ -94,11 +94,14 @@ def _for_inference(model: torch.nn.Module) -> torch.nn.Module:
         return model
 
 
-def load(uri: str, device: torch.device | str | None = None,
+def load(uri: str | None = None, device: torch.device | str | None = None,
          batch_size: int = settings.PREDICT_BATCH_SIZE) -> Recognizer:
     """Load a checkpoint (local folder or s3:// URI, or a training run's output), with
-    its splitter of touching digits if it has one."""
-    model, meta = checkpoint.load(uri)
+    its splitter of touching digits if it has one; with no ``uri``, the model bundled
+    with the package (:mod:`recognizer.bundled`)."""
+    from recognizer.bundled import default_checkpoint
+
+    model, meta = checkpoint.load(default_checkpoint(uri))
     dev = torch.device(device) if isinstance(device, str) else device
     return Recognizer(model, meta, dev, batch_size, load_splitter(meta, dev))
 

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from recognizer import settings
 from recognizer.errors import ImageError
 from recognizer.fields import assemble_fields, prepare_fields
+from recognizer.fields.calibrate import Calibration
 from recognizer.predict import Recognizer, load, select_device
 from recognizer.preprocess import as_image_list, preprocess, preprocess_many
 from recognizer.results import Failure, Predictions, digit_entry, field_entry
@@ -266,7 +267,10 @@ class DigitRecognizer:
             probs, version = await self._infer_pieces(plan.inputs)
         else:  # only marks too small to be digits: nothing for the model
             probs, version = np.zeros((0, settings.DIGITS + 1), np.float32), rec.version
-        [result] = await asyncio.to_thread(assemble_fields, plan, probs)
+        [result] = await asyncio.to_thread(assemble_fields, plan, probs, None,
+                                           Calibration.from_meta(rec.meta))
+        if isinstance(result, ImageError):  # marks only, no digit among them
+            raise result
         self.metrics.images.inc(tags={"endpoint": "read"})
         return JSONResponse(field_entry(result, version))
 

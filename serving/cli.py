@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from recognizer.bundled import default_checkpoint
 from recognizer.checkpoint import CHECKPOINT_HELP
 from serving.config import APP_NAME, DEFAULT_HOST, DEFAULT_PORT, ServeConfig, parse_autoscale
 
@@ -19,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "RAY_ADDRESS) and print its URL. Runs until Ctrl-C unless --detach. "
                     "Running it again with a new --checkpoint rolls the model out without "
                     "dropping requests.")
-    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", default=ServeConfig.checkpoint, help=CHECKPOINT_HELP)
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--replicas", type=int, default=d.replicas, help="fixed number of replicas")
     scale.add_argument("--autoscale", metavar="MIN:MAX",
@@ -52,7 +53,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     if args.autoscale:
         lo, hi = parse_autoscale(args.autoscale)
     return ServeConfig(
-        checkpoint=args.checkpoint, replicas=args.replicas, min_replicas=lo, max_replicas=hi,
+        checkpoint=default_checkpoint(args.checkpoint), replicas=args.replicas, min_replicas=lo,
+        max_replicas=hi,
         max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
         max_ongoing_requests=max(args.max_ongoing_requests, args.max_batch_size),
         max_queued_requests=args.max_queued_requests,

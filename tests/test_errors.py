@@ -56,8 +56,9 @@ def test_wrong_credentials(digits_cli, checking_s3, mnist_dir):
     assert ok.returncode == 0, ok.stderr
 
 
-def test_unreachable_ray_address(digits_cli, tmp_path):
+def test_unreachable_ray_address(digits_cli, trained_checkpoint):
     port = services.free_port()
+    # A real checkpoint: job run reads it before it reaches for Ray.
     _one_line(digits_cli("job", "run", "--input", "s3://forms/in", "--output", "s3://forms/out",
-                         "--checkpoint", str(tmp_path), env={"RAY_ADDRESS": f"127.0.0.1:{port}"}),
+                         "--checkpoint", trained_checkpoint, env={"RAY_ADDRESS": f"127.0.0.1:{port}"}),
               "cannot reach the Ray cluster", f"127.0.0.1:{port}")

@@ -40,9 +40,14 @@ def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_pa
     assert model.meta["workers"] == 2 and len(model.meta["history"]) == 2
     assert model.classes == 11 and model.meta["train_images"] == 2000
     assert model.meta["field_pieces"] > 500  # about 15 pieces per synthesized field
-    # The splitter, trained in a Ray task before the workers, is in every checkpoint.
+    # The splitter, trained in a Ray task after the workers' epochs, and the calibration
+    # are in the final checkpoint, beside the last epoch's (which holds the same weights).
+    assert first.checkpoint.endswith("checkpoint_epoch0002_final")
     assert model.splitter is not None and model.meta["splitter"]["examples"] == 300
     assert os.path.exists(os.path.join(first.checkpoint, checkpoint.SPLITTER_FILE))
+    assert "calibration" in model.meta
+    last_epoch = recognizer.load(first.checkpoint.removesuffix("_final"))
+    assert last_epoch.splitter is None and last_epoch.meta["version"] == model.meta["version"]
     # One checkpoint writer: the Ray path and the in-process path (the session's
     # checkpoint) write the same files and meta keys, and the whole recipe.
     local = recognizer.load(trained_checkpoint)
@@ -59,6 +64,7 @@ def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_pa
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[:2] == model.meta["history"]
     assert resumed.meta[checkpoint.SPLITTER_HASH] == model.meta[checkpoint.SPLITTER_HASH]
+    assert second.checkpoint.endswith("checkpoint_epoch0003_final")
 
 
 def _train_worker_pids() -> list[int]:

@@ -62,16 +62,17 @@ def pen_width(strokes: np.ndarray, cfg: CleanConfig, cap: float) -> float:
     return stroke_width(rest if rest.any() else strokes > 0, cap)
 
 
-def _masks(background: np.ndarray, cfg: CleanConfig) -> np.ndarray:
-    """Where the background itself is dark and reaches the image's edge: masks, scanner
-    borders, the page's edge (a dark blot inside the field is ink, not a mask)."""
+def _masks(background: np.ndarray, cfg: CleanConfig, reach: int = 3) -> np.ndarray:
+    """Where the background itself is dark and reaches the image's edge, grown by
+    ``reach`` pixels: masks, scanner borders, the page's edge (a dark blot inside the
+    field is ink, not a mask)."""
     dark = background < cfg.mask_level * np.percentile(background, 90)
     if not dark.any():
         return dark
     labels, _ = ndimage.label(dark)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     masked = np.isin(labels, edge[edge > 0])
-    return cv2.dilate(masked.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    return cv2.dilate(masked.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0
 
 
 def _scale(ink: np.ndarray) -> float:
@@ -107,12 +108,18 @@ def ink_map(grey: np.ndarray, cfg: CleanConfig) -> tuple[np.ndarray, float]:
     g = grey.astype(np.float32) if light_paper(grey) else 255.0 - grey.astype(np.float32)
     cap = max(cfg.min_ridge_cap, 0.04 * min(grey.shape))
     rough = cv2.threshold(g.astype(np.uint8), 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)[1]
-    k = int(max(cfg.min_kernel, round(cfg.background_strokes * pen_width(rough, cfg, cap)))) | 1
+    # A printed pattern can take Otsu's side of ink, its fine print then setting the pen;
+    # the pen is the darkest ink, so its strokes measured alone set it as well.
+    darkest = (g <= 0.5 * (np.percentile(g, 95) + np.percentile(g, 0.5))).astype(np.uint8)
+    pen = max(pen_width(rough, cfg, cap), pen_width(darkest, cfg, cap))
+    k = int(max(cfg.min_kernel, round(cfg.background_strokes * pen))) | 1
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    background = cv2.morphologyEx(g, cv2.MORPH_CLOSE, disc)
-    background = np.maximum(cv2.GaussianBlur(background, (0, 0), k / 2), g)
+    closed = cv2.morphologyEx(g, cv2.MORPH_CLOSE, disc)
+    background = np.maximum(cv2.GaussianBlur(closed, (0, 0), k / 2), g)
     darker = background - g
-    darker[_masks(background, cfg)] = 0.0
+    # Masks are found before the blur, which smears their edge into a band of "ink";
+    # the band goes with them.
+    darker[_masks(closed, cfg, reach=k)] = 0.0
     contrast = _scale(darker)
     if contrast < MIN_CONTRAST:
         raise BlankImage(blank_message(contrast))

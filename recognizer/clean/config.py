@@ -39,11 +39,12 @@ class CleanConfig:
     #: Faint ink, down to this level, still counts when lines are traced.
     faint_level: float = 0.2
     #: A ruling line runs at least this share of the image's width (horizontal) or
-    #: height (vertical), and at least ``line_strokes`` stroke widths: digits' strokes
-    #: are rarely that long.
+    #: height (vertical), and at least ``line_strokes`` stroke widths (digits' strokes
+    #: are rarely that long) or, in an image shorter than that, ``line_span`` of it.
     line_width_share: float = 0.75
     line_height_share: float = 0.8
     line_strokes: float = 20.0
+    line_span: float = 0.95
     #: Gaps up to ``line_gap`` pixels in a dashed or broken line are bridged, and in a
     #: vertical line up to ``line_gap_share`` of the height (a row of digits has gaps
     #: between its horizontal strokes, not between strokes stacked over each other); a
@@ -51,6 +52,12 @@ class CleanConfig:
     line_gap: int = 5
     line_gap_share: float = 0.08
     line_coverage: float = 0.5
+    #: A line's ink reaches at most this many pixels either side of its core (printed
+    #: rules are thin; a wider band would take strokes along with them).
+    line_reach: int = 3
+    #: A run whose paper, just beside it, is more than this share faint ink lies in a
+    #: printed pattern or grain (rows of fine print), and is not a line.
+    line_texture: float = 0.3
     #: The row of handwriting grows by marks overlapping its band by ``row_overlap`` of
     #: the smaller height, at most ``row_gap`` band heights away, at most ``row_tallest``
     #: band heights tall.

@@ -10,6 +10,9 @@ from scipy import ndimage
 from recognizer.clean.background import open_by
 from recognizer.clean.config import CleanConfig
 
+#: How far beside a run (pixels) the paper is looked at for texture.
+RING = 3
+
 
 def across(rest: np.ndarray, reach: int, vertical: bool) -> np.ndarray:
     """Pixels with stroke (``rest``, uint8) within ``reach`` on both sides, above and
@@ -19,23 +22,45 @@ def across(rest: np.ndarray, reach: int, vertical: bool) -> np.ndarray:
     return (cv2.dilate(rest, kernel, anchor=before) > 0) & (cv2.dilate(rest, kernel, anchor=(0, 0)) > 0)
 
 
-def _runs(faint: np.ndarray, length: int, gap: int, thickness: float, vertical: bool,
-          coverage: float) -> np.ndarray:
+def _runs(faint: np.ndarray, length: int, gap: int, thickness: int, vertical: bool,
+          coverage: float, texture: float) -> np.ndarray:
     """Faint-ink pixels of straight runs at least ``length`` long along one axis, gaps
-    up to ``gap`` bridged and a pixel of skew either side tolerated; a run must be inked
-    along ``coverage`` of its length."""
+    up to ``gap`` bridged and a pixel of skew either side tolerated, at most
+    ``thickness`` pixels either side of the run's core; a run must be inked along
+    ``coverage`` of its length, on paper that is not a texture (:func:`_textured`)."""
     along, skew = ((gap, 1), (1, 3)) if vertical else ((1, gap), (3, 1))
     bridged = cv2.morphologyEx(faint, cv2.MORPH_CLOSE, np.ones(along, np.uint8))
     core = open_by(cv2.dilate(bridged, np.ones(skew, np.uint8)), (length, 1) if vertical else (1, length))
-    width = int(2 * thickness) + 3
+    core &= bridged  # the skew's tolerance found the run; the line is its own pixels
+    width = 2 * thickness + 1
     grown = cv2.dilate(core, np.ones((1, width) if vertical else (width, 1), np.uint8)) > 0
     line = grown & (faint > 0)
-    labels, _ = ndimage.label(grown)
+    labels, count = ndimage.label(grown)
+    textured = _textured(labels, count, faint, vertical, texture)
     for i, where in enumerate(ndimage.find_objects(labels)):
         own = labels[where] == i + 1
-        if (line[where] & own).any(axis=1 if vertical else 0).mean() < coverage:
+        if textured[i] or (line[where] & own).any(axis=1 if vertical else 0).mean() < coverage:
             line[where] &= ~own
     return line
+
+
+def _textured(labels: np.ndarray, count: int, faint: np.ndarray, vertical: bool,
+              texture: float) -> np.ndarray:
+    """Per run (``labels`` 1..count): whether the paper beside it, a few pixels either
+    side, is more than ``texture`` faint ink - a printed pattern or grain, whose rows
+    of fine print pass for lines, not a rule on paper."""
+    size = (1, 2 * RING + 1) if vertical else (2 * RING + 1, 1)
+    ring = np.where(labels > 0, 0, ndimage.grey_dilation(labels, size=size))
+    total = np.bincount(ring.ravel(), minlength=count + 1)[1:]
+    inked = np.bincount(ring[faint > 0].ravel(), minlength=count + 1)[1:]
+    return inked > texture * np.maximum(total, 1)
+
+
+def _length(extent: int, share: float, pen: float, cfg: CleanConfig) -> int:
+    """The shortest run that is a line across an image ``extent`` pixels long: ``share``
+    of it and ``cfg.line_strokes`` pen widths (a digit's stroke is rarely that long), or,
+    where the image is shorter than that many pen widths, nearly all of it."""
+    return int(max(share * extent, min(cfg.line_strokes * pen, cfg.line_span * extent)))
 
 
 def remove_lines(ink: np.ndarray, pen: float, cfg: CleanConfig) -> np.ndarray:
@@ -43,16 +68,19 @@ def remove_lines(ink: np.ndarray, pen: float, cfg: CleanConfig) -> np.ndarray:
     crossing stays. ``pen``: the stroke width in pixels."""
     h, w = ink.shape
     faint = (ink >= cfg.faint_level).astype(np.uint8)
-    hor = _runs(faint, max(int(cfg.line_width_share * w), int(cfg.line_strokes * pen)),
-                cfg.line_gap, pen, False, cfg.line_coverage)
-    ver = _runs(faint, max(int(cfg.line_height_share * h), int(cfg.line_strokes * pen)),
-                max(cfg.line_gap, int(cfg.line_gap_share * h)), pen, True, cfg.line_coverage)
+    reach = cfg.line_reach
+    hor = _runs(faint, _length(w, cfg.line_width_share, pen, cfg), cfg.line_gap, reach, False,
+                cfg.line_coverage, cfg.line_texture)
+    ver = _runs(faint, _length(h, cfg.line_height_share, pen, cfg),
+                max(cfg.line_gap, int(cfg.line_gap_share * h)), reach, True, cfg.line_coverage,
+                cfg.line_texture)
     lines = hor | ver
     if not lines.any():
         return ink
     rest = ((ink >= cfg.stroke_level) & ~lines).astype(np.uint8)
-    reach = int(max(2, round(pen))) + 2
-    crossing = (hor & across(rest, reach, True)) | (ver & across(rest, reach, False))
+    # A stroke crossing a line has ink on both sides of the line's whole band.
+    span = 2 * reach + cfg.line_gap
+    crossing = (hor & across(rest, span, True)) | (ver & across(rest, span, False))
     out = ink.copy()
     out[lines & ~crossing] = 0.0
     return out

@@ -85,6 +85,10 @@ class SegmentConfig:
     #: fragments of that digit: marks no taller than ``dot_height`` of the reference
     #: height, their bottom within ``dot_reach`` of it from the base line, stay apart.
     dot_height: float = 0.4
+    #: A mark no taller than ``stroke_mark`` pen widths is a dash, dot or comma, never a
+    #: digit: a digit is many strokes tall. (Without a pen width, only its height
+    #: against the other marks' decides.)
+    stroke_mark: float = 2.0
     dot_reach: float = 0.3
     #: The reference height is the median height of the marks at least ``tall_share``
     #: as tall as the tallest (dots and dashes would drag it down).

@@ -79,9 +79,10 @@ class Lattice:
 
 
 def _peeled(found: list[Mark], ink: np.ndarray, ref_height: float, cfg: SegmentConfig,
-            cut_all: bool, split: SplitFn) -> list[Candidate]:
+            cut_all: bool, split: SplitFn, pen: float | None) -> list[Candidate]:
     """The candidates a learned splitter makes, peeling digits off each wide mark."""
-    peel = {i: m for i, m in enumerate(found) if cut_all or m.width >= cfg.peel_ratio * ref_height}
+    peel = {i: m for i, m in enumerate(found)
+            if (cut_all or m.width >= cfg.peel_ratio * ref_height) and not _stroke_only(m, pen, cfg)}
     if not peel:
         return []
     most = {i: min(cfg.max_cut, max(2, round(m.width / (cfg.digit_ratio * ref_height)) + 1))
@@ -91,12 +92,22 @@ def _peeled(found: list[Mark], ink: np.ndarray, ref_height: float, cfg: SegmentC
             for c in cuttings]
 
 
+def _stroke_only(mark: Mark, pen: float | None, cfg: SegmentConfig) -> bool:
+    """Whether a mark is a single stroke's height (a dash, a dot): never a digit."""
+    return pen is not None and mark.height <= cfg.stroke_mark * pen
+
+
 def _whole_and_cut(found: list[Mark], ink: np.ndarray, ref_height: float, cfg: SegmentConfig,
-                   cut_all: bool) -> list[Candidate]:
-    """Each mark read whole and, when it is wide, cut by geometry into 2..k digits."""
+                   cut_all: bool, pen: float | None) -> list[Candidate]:
+    """Each mark read whole and, when it is wide, cut by geometry into 2..k digits; a
+    mark one stroke tall is read as no digit only."""
     out = []
     for i, mark in enumerate(found):
         whole = piece_of(mark, ink, cfg)
+        if _stroke_only(mark, pen, cfg):
+            out.append(Candidate(i, i + 1, [whole], mark=True) if whole is not None
+                       else Candidate(i, i + 1, []))
+            continue
         # A mark with too little solid stroke to be a digit may be skipped as noise, so
         # that a chain through every mark always exists.
         out.append(Candidate(i, i + 1, [whole] if whole is not None else []))
@@ -113,7 +124,7 @@ def _whole_and_cut(found: list[Mark], ink: np.ndarray, ref_height: float, cfg: S
 
 
 def _merged(found: list[Mark], ink: np.ndarray, ref_height: float,
-            cfg: SegmentConfig) -> list[Candidate]:
+            cfg: SegmentConfig, pen: float | None) -> list[Candidate]:
     """Runs of close marks read as one digit (a digit broken side by side)."""
     out = []
     for i in range(len(found)):
@@ -125,7 +136,7 @@ def _merged(found: list[Mark], ink: np.ndarray, ref_height: float,
             if joined.width > cfg.merge_width * ref_height:
                 break
             whole = piece_of(joined, ink, cfg)
-            if whole is not None:
+            if whole is not None and not _stroke_only(joined, pen, cfg):
                 out.append(Candidate(i, j + 1, [whole], merges=j - i))
     return out
 
@@ -145,14 +156,15 @@ def segment(grey: np.ndarray, cfg: SegmentConfig | None = None, length: int | No
     separate marks than ``cfg.max_components``.
     """
     cleaned = clean(grey, cleaning)
-    return segment_ink(cleaned.ink, cfg, length, split, cleaned.origin)
+    return segment_ink(cleaned.ink, cfg, length, split, cleaned.origin, cleaned.stroke_width)
 
 
-def _reference_height(found: list[Mark], cfg: SegmentConfig) -> float:
+def _reference_height(found: list[Mark], cfg: SegmentConfig, pen: float | None) -> float:
     """The height of one digit: digit height is steadier than width; taller marks are
     touching digits at different baselines, so the median height of the marks is the
     reference, dots and dashes left out."""
-    heights = [m.height for m in found]
+    heights = [m.height for m in found if not _stroke_only(m, pen, cfg)] or [
+        max(m.height for m in found)]
     return float(np.median([h for h in heights if h >= cfg.tall_share * max(heights)]))
 
 
@@ -167,17 +179,19 @@ def _shifted(candidates: list[Candidate], origin: tuple[int, int]) -> None:
 
 
 def segment_ink(ink: np.ndarray, cfg: SegmentConfig | None = None, length: int | None = None,
-                split: SplitFn | None = None, origin: tuple[int, int] = (0, 0)) -> Lattice:
+                split: SplitFn | None = None, origin: tuple[int, int] = (0, 0),
+                pen: float | None = None) -> Lattice:
     """:func:`segment` for a cleaned ink map (float32, 0 paper .. 1 strongest stroke);
-    ``origin``: where the map's (0, 0) lies in the input image."""
+    ``origin``: where the map's (0, 0) lies in the input image; ``pen``: the stroke
+    width in pixels, when known."""
     cfg = cfg or SegmentConfig()
     cfg.validate()
     found = marks(ink, cfg)
-    ref_height = _reference_height(found, cfg)
+    ref_height = _reference_height(found, cfg, pen)
     cut_all = length is not None and len(found) < length
-    candidates = _peeled(found, ink, ref_height, cfg, cut_all, split) if split is not None else []
-    candidates += _whole_and_cut(found, ink, ref_height, cfg, cut_all)
-    candidates += _merged(found, ink, ref_height, cfg)
+    candidates = _peeled(found, ink, ref_height, cfg, cut_all, split, pen) if split is not None else []
+    candidates += _whole_and_cut(found, ink, ref_height, cfg, cut_all, pen)
+    candidates += _merged(found, ink, ref_height, cfg, pen)
     _shifted(candidates, origin)
     baseline = float(np.median([m.bottom for m in found])) + origin[1]
     return Lattice(len(found), candidates, ref_height, cfg.digit_ratio * ref_height, baseline)

@@ -16,6 +16,17 @@ class ClusterError(DigitsError):
     """Ray could not be reached or started."""
 
 
+class _AuthEnabledNotice(logging.Filter):
+    """Drops Ray's start-up notice that token authentication is on (the safe state, said
+    on every local start); the warning that it is off still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "authentication is enabled" not in record.getMessage()
+
+
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
     """Join the Ray cluster at address (or ``$RAY_ADDRESS``), else start a local one.
 
@@ -32,6 +43,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     if quiet:
         kwargs["logging_level"] = logging.WARNING
         kwargs["configure_logging"] = True
+        auth = logging.getLogger(_AUTH_LOGGER)
+        if not any(isinstance(f, _AuthEnabledNotice) for f in auth.filters):
+            auth.addFilter(_AuthEnabledNotice())
     if address is None and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     try:

@@ -24,6 +24,12 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.85, 1.1)
     aspect: tuple[float, float] = (0.8, 1.2)
     translate_px: float = 2.0
+    #: Elastic distortion (other writers' wobble and proportions) on this share of the
+    #: batch: a smooth displacement field from a ``elastic_grid`` x ``elastic_grid``
+    #: grid of random moves of up to ``elastic_px`` pixels.
+    p_elastic: float = 0.5
+    elastic_px: float = 2.0
+    elastic_grid: int = 4
     p_thick: float = 0.12
     p_thin: float = 0.08
     p_blur: float = 0.1
@@ -57,7 +63,18 @@ def random_affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None
     d = (cos + shear * sin) / sy
     theta = torch.stack([torch.stack([a, b, tx], 1), torch.stack([c, d, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    if cfg.p_elastic > 0:
+        grid = grid + _elastic(n, x.shape[-1], cfg, g).to(x)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _elastic(n: int, size: int, cfg: AugmentConfig, g: torch.Generator | None) -> torch.Tensor:
+    """(N, size, size, 2) smooth displacements (grid units), zero where not picked."""
+    reach = 2.0 * cfg.elastic_px / size
+    coarse = (torch.rand(n, 2, cfg.elastic_grid, cfg.elastic_grid, generator=g) * 2 - 1) * reach
+    field = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
+    field = field * _pick(n, cfg.p_elastic, g)[:, None, None, None]
+    return field.permute(0, 2, 3, 1)
 
 
 def _pick(n: int, p: float, g: torch.Generator | None) -> torch.Tensor:

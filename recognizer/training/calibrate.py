@@ -1,6 +1,6 @@
 """Fitting a run's field-confidence calibration (:mod:`recognizer.fields.calibrate`).
 
-At the run's last epoch the model reads fields synthesized from the *validation* digits
+After the run's epochs the model (with its splitter) reads fields synthesized from the *validation* digits
 (which it has not trained on): half of them real forms (lines, backgrounds,
 separators, underlines), half plain rows with touching pairs. How often a reading of a
 given raw confidence and length is right fits the calibration the checkpoint carries.

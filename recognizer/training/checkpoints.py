@@ -2,17 +2,14 @@
 
 Every epoch's checkpoint holds the weights users get (the moving average, when the
 recipe keeps one), the full meta (:func:`checkpoint_meta`) and the state to resume from
-(``train_state.pt``), plus the run's splitter of touching digits.
+(``train_state.pt``), plus the run's splitter of touching digits once it has one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from recognizer import checkpoint
-from recognizer.settings import DIGITS
 from recognizer.training.config import TrainConfig
 from recognizer.training.loop import EpochEnd, Resume
 
@@ -48,20 +45,11 @@ def checkpoint_meta(cfg: TrainConfig, run: RunInfo, end: EpochEnd, workers: int)
 
 
 def write_checkpoint(folder: str, cfg: TrainConfig, run: RunInfo, end: EpochEnd, workers: int,
-                     splitter: bytes | None,
-                     validation: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Write epoch ``end``'s checkpoint to ``folder`` (local or s3://). The run's last
-    one also carries the field-confidence calibration fitted on fields of the
-    ``validation`` digits (``cfg.calibration_fields`` of them; none when 0)."""
-    meta = checkpoint_meta(cfg, run, end, workers)
-    if validation is not None and end.epoch == cfg.epochs and cfg.calibration_fields and cfg.classes > DIGITS:
-        from recognizer.fields.calibrate import META_KEY
-        from recognizer.training.calibrate import fit_calibration
-
-        found = fit_calibration(end.served, meta, splitter, *validation, cfg.calibration_fields, cfg.seed)
-        if found is not None:
-            meta[META_KEY] = found.to_meta()
-    checkpoint.save(folder, end.served, meta, end.train_state(), splitter)
+                     splitter: bytes | None) -> None:
+    """Write epoch ``end``'s checkpoint to ``folder`` (local or s3://); the run's final
+    one, with its splitter and calibration, is :func:`recognizer.training.finish.finish_run`'s."""
+    checkpoint.save(folder, end.served, checkpoint_meta(cfg, run, end, workers), end.train_state(),
+                    splitter)
 
 
 def read_resume(folder: str) -> Resume:

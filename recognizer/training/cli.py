@@ -94,7 +94,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Print accuracy and loss on the test split and the model's summary, and "
                     "write a report folder: training curves, confusion matrix, misclassified "
                     "digits, t-SNE maps, model summary, metrics.json.")
-    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--data", help=f"test data (default: ${settings.DATA_ENV}, else download)")
     p.add_argument("--report", default="report", help="folder for the report files")
     p.add_argument("--tsne-sample", type=int, default=SAMPLE, metavar="N",

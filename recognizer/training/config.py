@@ -25,7 +25,7 @@ class TrainConfig:
 
     data: str | None = None
     model: str = settings.DEFAULT_MODEL
-    workers: int = 2
+    workers: int = 1
     use_gpu: bool = False
     epochs: int = 30
     batch_size: int = 128
@@ -62,8 +62,10 @@ class TrainConfig:
     #: Fields synthesized from the validation digits that the run's last checkpoint reads
     #: to calibrate its field confidences (recognizer.fields.calibrate); 0: raw ones.
     calibration_fields: int = 800
-    #: Torch threads of each Ray Train worker on CPUs (workers share the machine's cores).
-    threads_per_worker: int = 1
+    #: Torch threads of each Ray Train worker on CPUs; None: the cluster's CPUs shared
+    #: out among the workers (one worker with every core of a small machine trains
+    #: several times faster than two that all-reduce every step).
+    threads_per_worker: int | None = None
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:

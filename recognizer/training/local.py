@@ -15,6 +15,7 @@ from recognizer.errors import CheckpointError
 from recognizer.runtime import storage
 from recognizer.training.checkpoints import checkpoint_name, read_resume, write_checkpoint
 from recognizer.training.config import TrainConfig, TrainResult
+from recognizer.training.finish import finish_run
 from recognizer.training.loop import EpochEnd, Resume, World, fit
 from recognizer.training.prepare import prepare_run, train_splitter
 
@@ -40,7 +41,7 @@ def run(cfg: TrainConfig) -> TrainResult:
     checkpoint's folder and metrics."""
     from recognizer.predict import select_device
 
-    inputs = prepare_run(cfg, train_splitter)
+    inputs = prepare_run(cfg)
     world = World(device=select_device(cfg.use_gpu))
     newest = _newest(cfg)
     resume: Resume | None = read_resume(newest) if newest else None
@@ -48,9 +49,8 @@ def run(cfg: TrainConfig) -> TrainResult:
     def on_epoch(end: EpochEnd) -> None:
         nonlocal newest
         newest = storage.join(cfg.run_uri, checkpoint_name(end.epoch))
-        write_checkpoint(newest, cfg, inputs.info, end, world.size, inputs.splitter,
-                         (inputs.data.test_x, inputs.data.test_y))
+        write_checkpoint(newest, cfg, inputs.info, end, world.size, inputs.splitter)
         _prune(cfg)
 
     metrics = fit(cfg, inputs.data, world, on_epoch, resume)
-    return TrainResult(checkpoint=newest, metrics=metrics)
+    return TrainResult(checkpoint=finish_run(cfg, newest, inputs, train_splitter), metrics=metrics)

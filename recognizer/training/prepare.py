@@ -1,6 +1,7 @@
 """What a run needs before its loop starts, the same for every way to train: the
 training set (digits and the field pieces cut from them), the validation set, the
-splitter of touching digits, and a check that the run can be resumed as asked."""
+splitter of touching digits a resumed run already has, and a check that the run can be
+resumed as asked."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ class RunInputs:
 
     data: LoopData
     info: RunInfo
+    #: The splitter a resumed run already trained (else None: it is trained after the
+    #: epochs, by recognizer.training.finish), and the digits to train one on.
     splitter: bytes | None
+    train_digits: np.ndarray
 
 
 def _limit(d: data.Digits, n: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -72,25 +76,19 @@ def train_splitter(images: np.ndarray, cfg: TrainConfig,
     return state_bytes(net), metrics
 
 
-def _splitter_for_run(cfg: TrainConfig, images: np.ndarray, fit_splitter: SplitterTrainer
-                      ) -> tuple[bytes | None, dict | None]:
-    """The run's splitter: the one its checkpoints already hold when it resumes, else a
-    new one from ``fit_splitter``; (None, None) when the recipe has none."""
+def _resumed_splitter(cfg: TrainConfig) -> tuple[bytes | None, dict | None]:
+    """The splitter the run's checkpoints already hold when it resumes; (None, None)
+    when it has none yet or the recipe trains none."""
     if not cfg.splitter_epochs:
         return None, None
     try:
         meta = checkpoint.identify(cfg.run_uri)
     except CheckpointError:
-        meta = None
-    if meta is not None and meta.get(checkpoint.SPLITTER_HASH):
-        progress(f"using the splitter of {meta['uri']}")
-        return checkpoint.read_splitter(meta), meta.get("splitter")
-    progress(f"training the splitter of touching digits ({cfg.splitter_examples:,} marks, "
-             f"{cfg.splitter_epochs} epochs)")
-    raw, metrics = fit_splitter(images, cfg)
-    progress(f"splitter: {metrics['pixel_accuracy']:.2%} of held-out stroke pixels on the "
-             f"right side, {metrics['seconds']:6.1f}s")
-    return raw, metrics
+        return None, None
+    if not meta.get(checkpoint.SPLITTER_HASH):
+        return None, None
+    progress(f"using the splitter of {meta['uri']}")
+    return checkpoint.read_splitter(meta), meta.get("splitter")
 
 
 def check_resumable(cfg: TrainConfig) -> None:
@@ -108,15 +106,16 @@ def check_resumable(cfg: TrainConfig) -> None:
                           "--name")
 
 
-def prepare_run(cfg: TrainConfig, fit_splitter: SplitterTrainer) -> RunInputs:
+def prepare_run(cfg: TrainConfig) -> RunInputs:
     """Validate ``cfg``, check the run can go on, and load and make its inputs."""
     cfg.validate()
     check_resumable(cfg)
     train_d = data.load(settings.data_dir(cfg.data), "train")
     test_d = data.load(settings.data_dir(cfg.data), "test")
     train_x, train_y, restyled, pieces = training_set(train_d, cfg, progress=True)
-    splitter, metrics = _splitter_for_run(cfg, _limit(train_d, cfg.train_limit)[0], fit_splitter)
+    splitter, metrics = _resumed_splitter(cfg)
     test_x, test_y = _limit(test_d, cfg.test_limit)
     info = RunInfo(train_d.source, len(train_y) - pieces - restyled, pieces, metrics,
                    checkpoint.code_version(), restyled)
-    return RunInputs(LoopData(train_x, train_y, test_x, test_y), info, splitter)
+    return RunInputs(LoopData(train_x, train_y, test_x, test_y), info, splitter,
+                     _limit(train_d, cfg.train_limit)[0])

@@ -3,8 +3,9 @@ on N workers of a ``TorchTrainer``, a checkpoint per epoch.
 
 Rerunning with the same ``output`` and ``name`` resumes from the newest checkpoint, and
 a worker that dies mid-run is replaced and restarts from the last checkpoint
-(``FailureConfig``). The splitter of touching digits is trained in a Ray task (holding
-the run's CPUs, or a GPU) before the workers start.
+(``FailureConfig``). After the epochs, the splitter of touching digits is trained in a
+Ray task (holding the run's CPUs, or a GPU) and the final checkpoint written
+(:mod:`recognizer.training.finish`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from recognizer.errors import ConfigError
 from recognizer.runtime import storage
 from recognizer.training.checkpoints import checkpoint_name, read_resume, write_checkpoint
 from recognizer.training.config import TrainConfig, TrainResult
+from recognizer.training.finish import finish_run
 from recognizer.training.loop import EpochEnd, World, fit, progress
 from recognizer.training.prepare import prepare_run, train_splitter
 
@@ -60,7 +62,7 @@ def train_loop_per_worker(loop: dict) -> None:
     cfg: TrainConfig = loop["cfg"]
     world = _ray_world()
     if world.device.type == "cpu":
-        torch.set_num_threads(max(1, cfg.threads_per_worker))
+        torch.set_num_threads(max(1, loop["threads"]))
     data = ray.get(loop["data_ref"])
     splitter = ray.get(loop["splitter_ref"]) if world.rank == 0 and loop["splitter_ref"] else None
 
@@ -69,8 +71,7 @@ def train_loop_per_worker(loop: dict) -> None:
             ray.train.report(end.metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            write_checkpoint(tmp, cfg, loop["info"], end, world.size, splitter,
-                             (data.test_x, data.test_y))
+            write_checkpoint(tmp, cfg, loop["info"], end, world.size, splitter)
             ray.train.report(end.metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                              checkpoint_dir_name=checkpoint_name(end.epoch))
 
@@ -84,7 +85,7 @@ def train_loop_per_worker(loop: dict) -> None:
 
 
 def _splitter_task(images: np.ndarray, cfg: TrainConfig) -> tuple[bytes, dict]:
-    # A task holding all the run's CPUs, before the workers start: use them all.
+    # A task holding all the run's CPUs, after the workers have finished: use them all.
     torch.set_num_threads(max(1, cfg.workers))
     return train_splitter(images, cfg, report=progress)
 
@@ -103,8 +104,9 @@ def run(cfg: TrainConfig) -> TrainResult:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    inputs = prepare_run(cfg, _splitter_in_task)
-    loop = {"cfg": cfg, "info": inputs.info, "data_ref": ray.put(inputs.data),
+    inputs = prepare_run(cfg)
+    threads = cfg.threads_per_worker or int(ray.cluster_resources().get("CPU", 1)) // cfg.workers
+    loop = {"cfg": cfg, "info": inputs.info, "data_ref": ray.put(inputs.data), "threads": threads,
             "splitter_ref": ray.put(inputs.splitter) if inputs.splitter is not None else None}
     storage_fs, storage_path = None, cfg.output_root
     if storage.is_s3(storage_path):
@@ -131,4 +133,5 @@ def run(cfg: TrainConfig) -> TrainResult:
         raise ConfigError("training finished without a checkpoint")
     path = result.checkpoint.path
     uri = f"s3://{path}" if storage.is_s3(cfg.output) else path
-    return TrainResult(checkpoint=uri, metrics=dict(result.metrics or {}))
+    return TrainResult(checkpoint=finish_run(cfg, uri, inputs, _splitter_in_task),
+                       metrics=dict(result.metrics or {}))

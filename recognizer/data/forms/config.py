@@ -11,6 +11,7 @@ import numpy as np
 SEPARATORS = ".,-/="
 
 
+@dataclass(frozen=True)
 class FormConfig:
     """How often each feature of real forms appears in a synthesized field."""
 
@@ -43,8 +44,6 @@ class FormConfig:
 
 
 @dataclass
-
-
 class FormField:
     """A synthesized field: the image (uint8 grey, dark ink on light paper), the digit
     string, the string with its separators, and each digit's ink columns [left, right)

@@ -1,0 +1,83 @@
+"""A run's last step, after its epochs: the splitter of touching digits and the field
+calibration, written with the last epoch's weights as the run's final checkpoint.
+
+They come after the epochs, not before, so that the first epochs' checkpoints (already
+good digit models) are written within a minute or two of the start; the splitter needs
+only the training digits, and the calibration reads fields with the splitter in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recognizer import checkpoint
+from recognizer.runtime import storage
+from recognizer.settings import DIGITS
+from recognizer.training.config import TrainConfig
+from recognizer.training.loop import progress
+from recognizer.training.prepare import RunInputs, SplitterTrainer
+
+#: Appended to the last epoch's folder name: the final checkpoint sorts after it.
+FINAL_SUFFIX = "_final"
+#: Meta keys that :func:`checkpoint.load` adds and a saved meta must not carry.
+_LOADED_KEYS = ("version", "uri")
+
+
+def final_name(last: str) -> str:
+    """The final checkpoint's folder, beside the last epoch's ``last``."""
+    return last.rstrip("/") + FINAL_SUFFIX
+
+
+def _needs_finishing(cfg: TrainConfig) -> bool:
+    return bool(cfg.splitter_epochs) or (bool(cfg.calibration_fields) and cfg.classes > DIGITS)
+
+
+def _splitter(cfg: TrainConfig, inputs: RunInputs, fit_splitter: SplitterTrainer
+              ) -> tuple[bytes | None, dict | None]:
+    if not cfg.splitter_epochs:
+        return None, None
+    if inputs.splitter is not None:  # resumed: the run already trained one
+        return inputs.splitter, inputs.info.splitter_metrics
+    progress(f"training the splitter of touching digits ({cfg.splitter_examples:,} marks, "
+             f"{cfg.splitter_epochs} epochs)")
+    raw, metrics = fit_splitter(inputs.train_digits, cfg)
+    progress(f"splitter: {metrics['pixel_accuracy']:.2%} of held-out stroke pixels on the "
+             f"right side, {metrics['seconds']:6.1f}s")
+    return raw, metrics
+
+
+def _calibration(cfg: TrainConfig, model, meta: dict, splitter: bytes | None,
+                 validation: tuple[np.ndarray, np.ndarray]) -> dict | None:
+    if not cfg.calibration_fields or cfg.classes <= DIGITS:
+        return None
+    from recognizer.training.calibrate import fit_calibration
+
+    progress(f"calibrating field confidences on {cfg.calibration_fields:,} fields of the "
+             "validation digits")
+    found = fit_calibration(model, meta, splitter, *validation, cfg.calibration_fields, cfg.seed)
+    return found.to_meta() if found is not None else None
+
+
+def finish_run(cfg: TrainConfig, last: str, inputs: RunInputs,
+               fit_splitter: SplitterTrainer) -> str:
+    """Write the run's final checkpoint from its last epoch's ``last`` (local or s3://):
+    the same weights, with the splitter and the calibration the recipe asks for. Returns
+    its folder; ``last`` itself when the recipe needs neither, or the final checkpoint
+    already there when a finished run is run again."""
+    if not _needs_finishing(cfg) or last.rstrip("/").endswith(FINAL_SUFFIX):
+        return last  # nothing to add, or a finished run resumed with no epoch to go
+    folder = final_name(last)
+    if storage.exists(storage.join(folder, checkpoint.META_FILE)):
+        return folder
+    from recognizer.fields.calibrate import META_KEY
+
+    model, meta = checkpoint.load(last)
+    for key in _LOADED_KEYS:
+        meta.pop(key, None)
+    splitter, metrics = _splitter(cfg, inputs, fit_splitter)
+    meta["splitter"] = metrics
+    calibration = _calibration(cfg, model, meta, splitter, (inputs.data.test_x, inputs.data.test_y))
+    if calibration is not None:
+        meta[META_KEY] = calibration
+    checkpoint.save(folder, model, meta, checkpoint.load_train_state(last), splitter)
+    return folder

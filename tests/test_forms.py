@@ -1,0 +1,130 @@
+"""Real forms: synthesized form fields, restyled digits, separators in the raw reading,
+calibrated confidences and fields with no digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import recognizer
+from recognizer.data.forms import SEPARATORS, FormConfig, make_form_field, make_form_fields
+from recognizer.data.styles import cross_seven, flag_one, restyled_set
+from recognizer.data.synth_fields import render_digit
+from recognizer.errors import NoDigits
+from recognizer.fields import FieldResult, read_fields
+from recognizer.fields.calibrate import Calibration, fit
+
+
+@pytest.fixture(scope="module")
+def model(trained_checkpoint) -> recognizer.Recognizer:
+    return recognizer.load(trained_checkpoint)
+
+
+def _first(images: np.ndarray, labels: np.ndarray, digit: int) -> np.ndarray:
+    return images[int(np.flatnonzero(labels == digit)[0])]
+
+
+def test_form_fields_record_digits_separators_and_columns(mnist_test_raw):
+    images, labels = mnist_test_raw
+    forms = make_form_fields(images, labels, 60, np.random.default_rng(4))
+    seen_marks = 0
+    for f in forms:
+        assert f.image.dtype == np.uint8 and f.image.ndim == 2
+        assert 1 <= len(f.text) <= 8 and f.text.isdigit()
+        # The raw reading is the text with separators among and after the digits.
+        assert "".join(c for c in f.raw if c.isdigit()) == f.text
+        assert set(f.raw) <= set("0123456789" + SEPARATORS)
+        assert len(f.spans) == len(f.text)
+        assert [a for a, _ in f.spans] == sorted(a for a, _ in f.spans)
+        assert all(0 <= a < b <= f.image.shape[1] for a, b in f.spans)
+        seen_marks += f.raw != f.text
+    assert seen_marks >= 10  # separators and end marks are common, not rare
+
+
+def test_forms_can_be_plain_when_every_feature_is_off(mnist_test_raw):
+    images, labels = mnist_test_raw
+    off = FormConfig(p_thousands=0, p_decimal=0, p_end_mark=0, p_start_sign=0, p_underline=0,
+                     p_hlines=0, p_vlines=0, p_boxes=0, p_background=0, p_printed_text=0,
+                     p_mask=0, p_bleed=0, p_specks=0, p_jpeg=0, p_blur=0, p_large_cell=0)
+    f = make_form_field([images[0], images[1]], [int(labels[0]), int(labels[1])],
+                        np.random.default_rng(0), off)
+    assert f.raw == f.text
+    # Nothing but paper (and its grain) outside the digits' columns.
+    outside = np.ones(f.image.shape[1], bool)
+    for a, b in f.spans:
+        outside[max(0, a - 3):b + 3] = False
+    assert f.image[:, outside].min() > 100
+
+
+def test_restyling_draws_a_flag_on_ones_and_a_bar_on_sevens(mnist_test_raw):
+    images, labels = mnist_test_raw
+    rng = np.random.default_rng(0)
+    one, seven = _first(images, labels, 1), _first(images, labels, 7)
+    flagged, crossed = flag_one(one, rng), cross_seven(seven, rng)
+    assert (flagged >= one).all() and (flagged > one).sum() > 10  # ink added, none taken
+    assert (crossed >= seven).all() and (crossed > seven).sum() > 10
+    # The flag goes down and to the left of the stem's top.
+    added = np.argwhere(flagged > one + 60)
+    top = np.argwhere(one >= 128)[:, 0].min()
+    stem = np.argwhere(one >= 128)[:, 1][np.argwhere(one >= 128)[:, 0] <= top + 1].mean()
+    assert added[:, 1].mean() < stem and added[:, 0].mean() > top
+    styled, styled_labels = restyled_set(images[:400], labels[:400], 1.0, rng)
+    assert set(styled_labels.tolist()) <= {1, 7}
+    assert len(styled) == int(np.isin(labels[:400], (1, 7)).sum())
+
+
+def _row(parts: list[np.ndarray], gap: int = 14) -> np.ndarray:
+    """Light-on-dark parts (float, same height) side by side -> dark ink on light paper."""
+    height = max(p.shape[0] for p in parts)
+    ink = np.zeros((height + 24, sum(p.shape[1] for p in parts) + gap * (len(parts) + 1)))
+    x = gap
+    for p in parts:
+        ink[12 + height - p.shape[0]:12 + height, x:x + p.shape[1]] = p
+        x += p.shape[1] + gap
+    return np.clip(240.0 - ink * 210.0, 0, 255).astype(np.uint8)
+
+
+def test_a_dot_between_digits_is_a_separator_not_a_digit(model, mnist_test_raw):
+    images, labels = mnist_test_raw
+    rng = np.random.default_rng(0)
+    digits = [render_digit(_first(images, labels, d), rng, 40, 0.0) for d in (4, 0, 3, 6)]
+    dot = np.zeros((40, 6))
+    dot[33:39, :] = 1.0                     # a pen dot on the base line
+    field = _row([digits[0], digits[1], dot, digits[2], digits[3]])
+    [result] = read_fields(model, [field])
+    assert isinstance(result, FieldResult)
+    assert len(result.text) == 4 and "." not in result.text
+    assert result.raw == result.text[:2] + "." + result.text[2:]
+
+
+def test_only_separators_is_no_digits_not_an_empty_string(model):
+    dash = np.zeros((8, 40))
+    dash[2:6, :] = 1.0
+    dot = np.zeros((8, 8))
+    dot[1:7, 1:7] = 1.0
+    [result] = read_fields(model, [_row([dash, dot, dash])])
+    assert isinstance(result, NoDigits) and result.code == "no_digits"
+
+
+def test_calibration_fit_recovers_a_known_curve():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.3, 1.0, 4000)
+    digits = rng.integers(1, 9, 4000)
+    truth = Calibration(slope=3.0, per_digit=-0.2, bias=2.0)
+    right = rng.random(4000) < np.array([truth(r, d) for r, d in zip(raw, digits, strict=True)])
+    found = fit(raw, digits, right)
+    assert found.slope == pytest.approx(3.0, rel=0.25)
+    assert found.per_digit == pytest.approx(-0.2, abs=0.1)
+    assert found(0.99, 3) > found(0.6, 3)  # monotonic in the raw confidence
+    with pytest.raises(ValueError):
+        fit(raw, digits, np.ones(4000, bool))  # nothing wrong: nothing to fit
+
+
+def test_the_trained_checkpoint_carries_its_calibration(model, mnist_test_raw):
+    calibration = Calibration.from_meta(model.meta)
+    assert calibration is not None and calibration.fields > 0
+    images, labels = mnist_test_raw
+    forms = make_form_fields(images, labels, 30, np.random.default_rng(9))
+    for r in read_fields(model, [f.image for f in forms]):
+        if isinstance(r, FieldResult):
+            assert 0.0 <= r.confidence <= min(r.confidences)
