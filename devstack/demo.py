@@ -2,8 +2,8 @@
 
 1. starts a local Ray, an S3 server (MinIO if installed, else moto) and, when installed,
    Prometheus scraping the job;
-2. trains the default model with Ray Train, checkpoints to the bucket (or reuses the
-   checkpoint a previous demo cached);
+2. puts the bundled default model (or one given with --checkpoint, or trained now with
+   Ray Train with --train) in the bucket;
 3. writes the 10,000 test digits as Parquet shards of form-like scans to the bucket;
 4. runs the batch job over them and prints accuracy against the known labels, images/s
    and where outputs and report are;
@@ -29,7 +29,6 @@ from recognizer.runtime import ray_session, storage
 from recognizer.training.config import TrainConfig
 
 BUCKET = "formdigits-demo"
-CACHE = os.path.expanduser("~/.cache/formdigits/demo-checkpoint")
 
 
 def _step(text: str) -> None:
@@ -37,27 +36,26 @@ def _step(text: str) -> None:
 
 
 def _model(args: argparse.Namespace) -> str:
-    """A checkpoint in the bucket: trained now, or the one an earlier demo cached."""
-    from recognizer.training.ray_train import run
+    """A checkpoint in the bucket: the bundled model, the one given, or one trained now."""
+    from recognizer import bundled
 
     target = f"s3://{BUCKET}/runs/digits"
-    if args.checkpoint or (os.path.exists(os.path.join(CACHE, checkpoint.META_FILE)) and not args.retrain):
-        source = checkpoint.resolve(args.checkpoint or CACHE)
-        print(f"reusing checkpoint {source} (pass --retrain to train again)")
-        uri = storage.join(target, "checkpoint_reused")
+    if not args.train:
+        source = checkpoint.resolve(args.checkpoint or bundled.folder())
+        print(f"using {'checkpoint ' + source if args.checkpoint else bundled.describe()} "
+              "(--train to train one now)")
+        uri = storage.join(target, "checkpoint_given")
         for name in checkpoint.files(checkpoint.read_meta(source)):
             storage.write_bytes(storage.join(uri, name), storage.read_bytes(storage.join(source, name)))
         return uri
+    from recognizer.training.ray_train import run
+
     print(f"training '{settings.DEFAULT_MODEL}' for {args.epochs} epochs on {args.workers} Ray Train "
           f"workers; checkpoints go to {target}")
-    # The demo reads single digits: no splitter of touching digits (it would add about
-    # ten minutes of training on two cores and is only used for whole fields).
+    # The demo reads single digits: no splitter of touching digits (only whole fields
+    # use it).
     result = run(TrainConfig(data=args.data, epochs=args.epochs, workers=args.workers,
                              output=f"s3://{BUCKET}/runs", name="digits", splitter_epochs=0))
-    os.makedirs(CACHE, exist_ok=True)
-    for name in checkpoint.files(checkpoint.read_meta(result.checkpoint)):
-        with open(os.path.join(CACHE, name), "wb") as f:
-            f.write(storage.read_bytes(storage.join(result.checkpoint, name)))
     return result.checkpoint
 
 
@@ -180,11 +178,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=settings.data_dir(),
                         help=f"MNIST folder (default ${settings.DATA_ENV}, else download)")
+    parser.add_argument("--checkpoint", help="use this checkpoint instead of the bundled model")
+    parser.add_argument("--train", action="store_true",
+                        help="train a model with Ray Train now instead (see --epochs)")
     parser.add_argument("--epochs", type=int, default=8,
-                        help="training epochs (8: about 99.3%% in a few minutes; 30: the full recipe)")
-    parser.add_argument("--workers", type=int, default=TrainConfig.workers, help="Ray Train workers")
-    parser.add_argument("--checkpoint", help="use this checkpoint instead of training")
-    parser.add_argument("--retrain", action="store_true", help="ignore the cached checkpoint")
+                        help="with --train: training epochs (8: about 99.2%% in a few minutes)")
+    parser.add_argument("--workers", type=int, default=TrainConfig.workers,
+                        help="with --train: Ray Train workers")
     parser.add_argument("--rows-per-shard", type=int, default=1000)
     parser.add_argument("--limit", type=int, help="use only the first N test digits")
     args = parser.parse_args(argv)

@@ -55,3 +55,36 @@ def test_field_mode_writes_strings_that_match_the_library(ray_cluster, bucket, m
     assert bad["text"] == [None, None] and bad["confidence"] == [None, None]
     assert bad["error"][0].startswith("blank_image") and bad["error"][1].startswith("not_an_image")
     assert bad["error_code"] == ["blank_image", "not_an_image"]
+
+
+def test_field_mode_marks_low_confidence_rows_for_review(ray_cluster, bucket, mnist_test_raw,
+                                                         trained_checkpoint):
+    from recognizer.data.forms import make_form_fields
+
+    images, labels = mnist_test_raw
+    forms = make_form_fields(images, labels, 24, np.random.default_rng(5))
+    lines_only = np.full((60, 220), 235, np.uint8)
+    lines_only[[15, 45], :] = 40          # two ruling lines, nothing written between them
+    lines_only[:, 110] = 40
+    blobs = [synth.encode(f.image) for f in forms] + [synth.encode(lines_only)]
+    inp, out = f"s3://{bucket}/review-in", f"s3://{bucket}/review-out"
+    table = pa.table({"id": pa.array(range(len(blobs)), pa.int64()), "image": pa.array(blobs, pa.binary())})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    storage.write_bytes(f"{inp}/forms.parquet", buf.getvalue().to_pybytes())
+
+    threshold = 0.6
+    summary = run_job(JobConfig(input=inp, output=out, checkpoint=trained_checkpoint, mode="field",
+                                min_confidence=threshold, progress=False))
+    assert summary["shards"]["failed"] == 0
+    got = _table(f"{out}/forms.parquet").to_pydict()
+    assert got["id"] == list(range(len(blobs)))  # every row, none dropped for review
+    for conf, review, err in zip(got["confidence"], got["review"], got["error"], strict=True):
+        assert review is (True if err or conf < threshold else False)
+    # Lines alone: an error row saying no digits were found, never "1" or "".
+    assert got["text"][-1] is None and got["error_code"][-1] == "no_digits"
+    # The raw reading is the text with separators in place, and nothing else.
+    for text, raw in zip(got["text"], got["raw"], strict=True):
+        if text is not None:
+            assert "".join(c for c in raw if c.isdigit()) == text
+    assert any(r and r != t for r, t in zip(got["raw"], got["text"], strict=True))

@@ -348,7 +348,7 @@ def test_read_returns_the_field_string(served, mnist_test_raw):
         assert r.status_code == 200, r.text
         doc = r.json()
         expected = read_field(model, png(field))
-        assert doc["text"] == expected.text
+        assert doc["text"] == expected.text and doc["raw"] == expected.raw
         assert doc["confidences"] == pytest.approx(list(expected.confidences), abs=1e-5)
         assert doc["model_version"] == model.version
         # Known length (?length=5): exactly five digits, as in-process.
@@ -367,6 +367,10 @@ def test_read_returns_the_field_string(served, mnist_test_raw):
     blank = requests.post(f"{served['url']}/read", data=png(np.full((40, 200), 250, np.uint8)),
                           headers=PNG, timeout=30)
     assert blank.status_code == 422 and blank.json()["error"]["code"] == "blank_image"
+    lines_only = np.full((60, 220), 235, np.uint8)
+    lines_only[[15, 45], :] = 40  # ruling lines with nothing written on them
+    nothing = requests.post(f"{served['url']}/read", data=png(lines_only), headers=PNG, timeout=30)
+    assert nothing.status_code == 422 and nothing.json()["error"]["code"] == "no_digits"
     known = requests.post(f"{served['url']}/read?length=5", data=png(fields[0]), headers=PNG, timeout=30)
     assert known.status_code == 200 and len(known.json()["text"]) == 5
     bad = requests.post(f"{served['url']}/read?length=five", data=png(fields[0]), headers=PNG, timeout=30)
