@@ -95,7 +95,7 @@ def run_bench(data_dir: str, workdir: str) -> dict:
     for model in ("perceptron", "mlp", "seed-cnn", "best"):
         # Architectures compared on the digits alone, as single-digit classifiers.
         r = _train(data_dir, out, name=f"compare-{model}", model=model, epochs=COMPARE_EPOCHS,
-                   field_pieces=0)
+                   field_pieces=0, splitter_epochs=0)
         compare[model] = {k: r[k] for k in ("accuracy", "train_seconds", "images_per_s")}
     results["compare"] = compare
     results["robustness"] = robustness(results["default"]["checkpoint"], data_dir)

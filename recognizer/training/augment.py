@@ -3,7 +3,8 @@
 Works on whole (N, 1, 28, 28) batches of preprocessed digits in torch, so it costs little
 next to the model. Besides geometry (slant, rotation, aspect, position), it imitates
 what forms do to ink: thicker or thinner strokes, blur, binarisation, and low-resolution
-capture (a 16x16 postal digit scaled up by preprocessing).
+capture (a 16x16 postal digit scaled up by preprocessing), and digits stretched to fill
+their box as postal forms store them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class AugmentConfig:
     p_lowres: float = 0.1
     #: Pixels per side of the low-resolution capture that p_lowres imitates.
     lowres_size: int = 14
+    #: Digits stretched to fill their box (postal forms store digits scaled to fill a
+    #: 16x16 box, their proportions lost) on this share of the batch.
+    p_fill_box: float = 0.1
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.Tensor:
@@ -77,6 +81,36 @@ def _elastic(n: int, size: int, cfg: AugmentConfig, g: torch.Generator | None) -
     return field.permute(0, 2, 3, 1)
 
 
+def _span(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of an (N, size) mask: the centre and half extent of its True run, in
+    ``affine_grid``'s units (-1 .. 1 across the image)."""
+    size = mask.shape[1]
+    idx = torch.arange(size, device=mask.device)
+    first = torch.where(mask, idx, size).amin(dim=1).float()
+    last = torch.where(mask, idx, -1).amax(dim=1).float() + 1
+    return (first + last) / size - 1, (last - first) / size
+
+
+def fill_box(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None = None) -> torch.Tensor:
+    """Stretch a random share of the digits so that their ink fills the 20x20 box that
+    preprocessing fits digits into, whatever their proportions were."""
+    n, size = x.shape[0], x.shape[-1]
+    picked = _pick(n, cfg.p_fill_box, g).to(x.device)
+    ink = x[:, 0] > 0.1
+    rows, cols = ink.any(dim=2), ink.any(dim=1)
+    picked &= rows.any(dim=1)
+    if not picked.any():
+        return x
+    cx, hx = _span(cols)
+    cy, hy = _span(rows)
+    box = 20.0 / size
+    zero = torch.zeros_like(cx)
+    theta = torch.stack([torch.stack([hx / box, zero, cx], 1), torch.stack([zero, hy / box, cy], 1)], 1)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    stretched = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return torch.where(picked[:, None, None, None], stretched, x)
+
+
 def _pick(n: int, p: float, g: torch.Generator | None) -> torch.Tensor:
     return torch.rand(n, generator=g) < p
 
@@ -114,4 +148,4 @@ def scan_effects(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None 
 def augment(x: torch.Tensor, cfg: AugmentConfig = AugmentConfig(),
             g: torch.Generator | None = None) -> torch.Tensor:
     """Randomly transform a batch of (N, 1, 28, 28) digits in [0, 1]."""
-    return scan_effects(random_affine(x, cfg, g), cfg, g)
+    return scan_effects(random_affine(fill_box(x, cfg, g), cfg, g), cfg, g)
