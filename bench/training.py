@@ -64,7 +64,7 @@ def _train(data_dir: str, output: str, **overrides) -> dict:
         "seconds_to_99": first_99["train_seconds"] if first_99 else None,
         "epoch_to_99": first_99["epoch"] if first_99 else None,
         "checkpoint": result.checkpoint,
-        # Includes this process's start of Ray, as the command's wall time does.
+        # From run()'s call, Ray already up: a fresh `digits train` adds Ray's start.
         "wall_to_99_checkpoint": good[0] if good else None,
         "field_pieces": meta.get("field_pieces", 0), "field_fields": cfg.field_pieces,
         "history": [{k: h[k] for k in ("epoch", "val_accuracy", "train_seconds")} for h in history],
