@@ -59,20 +59,26 @@ def _resources() -> tuple[int, int]:
     return max(1, int(res.get("CPU", 1))), int(res.get("GPU", 0))
 
 
+def _with_checkpoint(cfg: JobConfig) -> tuple[JobConfig, dict]:
+    """``cfg`` naming its checkpoint (the bundled model when none is given), and the
+    checkpoint's meta."""
+    cfg = replace(cfg, checkpoint=default_checkpoint(cfg.checkpoint))
+    try:
+        return cfg, checkpoint.identify(cfg.checkpoint)
+    except CheckpointError as exc:
+        raise JobError(f"cannot use checkpoint: {exc}") from exc
+
+
 def run_job(cfg: JobConfig) -> dict:
     """Run a job to the end on the connected Ray and return its summary (also written to
     ``OUTPUT/_job.json``). Shards that fail are in the summary, never raised; with no
     ``cfg.checkpoint``, the bundled model reads them."""
     cfg.validate()
-    cfg = replace(cfg, checkpoint=default_checkpoint(cfg.checkpoint))
+    cfg, meta = _with_checkpoint(cfg)
     started_at = datetime.now(UTC)
     started, t0 = started_at.isoformat(timespec="seconds"), time.perf_counter()
     retries_before = retry.retry_counts()
     job_id = cfg.job_id or f"job-{uuid.uuid4().hex[:12]}"
-    try:
-        meta = checkpoint.identify(cfg.checkpoint)
-    except CheckpointError as exc:
-        raise JobError(f"cannot use checkpoint: {exc}") from exc
     shards = source.list_shards(cfg.input)
     try:
         # A run killed mid-write (this job's last run, most likely) leaves no visible

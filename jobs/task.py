@@ -162,7 +162,8 @@ def _label_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
                  cfg: ShardSettings, name: str) -> ShardResult:
     reader = source.ShardReader(shard_uri, cfg.id_column, cfg.image_column)
     if cfg.mode == "field":
-        mode = _Fields(cfg.field_length, ray.get(cfg.splitter) if cfg.splitter is not None else None)
+        mode = _Fields(cfg.field_length, ray.get(cfg.splitter) if cfg.splitter is not None else None,
+                       cfg.min_confidence, cfg.calibration)
     else:
         mode = _Digits()
     id_parts: list[pa.Array] = []

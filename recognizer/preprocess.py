@@ -33,20 +33,25 @@ def preprocess(image: bytes | np.ndarray, max_pixels: int = settings.MAX_IMAGE_P
     """
     grey = decode(image, max_pixels)
     if needs_cleaning(grey[None])[0]:
-        grey = clean(grey).as_image()
+        try:
+            return normalize(clean(grey).as_image())
+        except ImageError:
+            pass  # cleaning found no handwriting apart: the digit as it is decides
     return normalize(grey)
 
 
 def _normalize_cleaned(greys: np.ndarray, cleaning: CleanConfig | None
                        ) -> tuple[np.ndarray, list[ImageError | None]]:
-    """:func:`normalize_stack`, each image that needs it cleaned first."""
+    """:func:`normalize_stack`, each image that needs it cleaned first. When cleaning
+    finds no handwriting apart from the rest (a thick digit filling its crop passes for
+    a mask), the image is read as it is, as :func:`preprocess` does."""
     out, errors = normalize_stack(greys)
     for i in np.flatnonzero(needs_cleaning(greys, cleaning)):
         try:
             out[i] = normalize(clean(greys[i], cleaning).as_image())
             errors[i] = None
-        except ImageError as exc:
-            out[i], errors[i] = 0.0, exc
+        except ImageError:
+            continue
     return out, errors
 
 

@@ -108,11 +108,7 @@ def ink_map(grey: np.ndarray, cfg: CleanConfig) -> tuple[np.ndarray, float]:
     g = grey.astype(np.float32) if light_paper(grey) else 255.0 - grey.astype(np.float32)
     cap = max(cfg.min_ridge_cap, 0.04 * min(grey.shape))
     rough = cv2.threshold(g.astype(np.uint8), 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)[1]
-    # A printed pattern can take Otsu's side of ink, its fine print then setting the pen;
-    # the pen is the darkest ink, so its strokes measured alone set it as well.
-    darkest = (g <= 0.5 * (np.percentile(g, 95) + np.percentile(g, 0.5))).astype(np.uint8)
-    pen = max(pen_width(rough, cfg, cap), pen_width(darkest, cfg, cap))
-    k = int(max(cfg.min_kernel, round(cfg.background_strokes * pen))) | 1
+    k = int(max(cfg.min_kernel, round(cfg.background_strokes * pen_width(rough, cfg, cap)))) | 1
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     closed = cv2.morphologyEx(g, cv2.MORPH_CLOSE, disc)
     background = np.maximum(cv2.GaussianBlur(closed, (0, 0), k / 2), g)

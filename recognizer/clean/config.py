@@ -55,9 +55,6 @@ class CleanConfig:
     #: A line's ink reaches at most this many pixels either side of its core (printed
     #: rules are thin; a wider band would take strokes along with them).
     line_reach: int = 3
-    #: A run whose paper, just beside it, is more than this share faint ink lies in a
-    #: printed pattern or grain (rows of fine print), and is not a line.
-    line_texture: float = 0.3
     #: The row of handwriting grows by marks overlapping its band by ``row_overlap`` of
     #: the smaller height, at most ``row_gap`` band heights away, at most ``row_tallest``
     #: band heights tall.

@@ -10,9 +10,6 @@ from scipy import ndimage
 from recognizer.clean.background import open_by
 from recognizer.clean.config import CleanConfig
 
-#: How far beside a run (pixels) the paper is looked at for texture.
-RING = 3
-
 
 def across(rest: np.ndarray, reach: int, vertical: bool) -> np.ndarray:
     """Pixels with stroke (``rest``, uint8) within ``reach`` on both sides, above and
@@ -23,11 +20,11 @@ def across(rest: np.ndarray, reach: int, vertical: bool) -> np.ndarray:
 
 
 def _runs(faint: np.ndarray, length: int, gap: int, thickness: int, vertical: bool,
-          coverage: float, texture: float) -> np.ndarray:
+          coverage: float) -> np.ndarray:
     """Faint-ink pixels of straight runs at least ``length`` long along one axis, gaps
     up to ``gap`` bridged and a pixel of skew either side tolerated, at most
     ``thickness`` pixels either side of the run's core; a run must be inked along
-    ``coverage`` of its length, on paper that is not a texture (:func:`_textured`)."""
+    ``coverage`` of its length."""
     along, skew = ((gap, 1), (1, 3)) if vertical else ((1, gap), (3, 1))
     bridged = cv2.morphologyEx(faint, cv2.MORPH_CLOSE, np.ones(along, np.uint8))
     core = open_by(cv2.dilate(bridged, np.ones(skew, np.uint8)), (length, 1) if vertical else (1, length))
@@ -35,25 +32,12 @@ def _runs(faint: np.ndarray, length: int, gap: int, thickness: int, vertical: bo
     width = 2 * thickness + 1
     grown = cv2.dilate(core, np.ones((1, width) if vertical else (width, 1), np.uint8)) > 0
     line = grown & (faint > 0)
-    labels, count = ndimage.label(grown)
-    textured = _textured(labels, count, faint, vertical, texture)
+    labels, _ = ndimage.label(grown)
     for i, where in enumerate(ndimage.find_objects(labels)):
         own = labels[where] == i + 1
-        if textured[i] or (line[where] & own).any(axis=1 if vertical else 0).mean() < coverage:
+        if (line[where] & own).any(axis=1 if vertical else 0).mean() < coverage:
             line[where] &= ~own
     return line
-
-
-def _textured(labels: np.ndarray, count: int, faint: np.ndarray, vertical: bool,
-              texture: float) -> np.ndarray:
-    """Per run (``labels`` 1..count): whether the paper beside it, a few pixels either
-    side, is more than ``texture`` faint ink - a printed pattern or grain, whose rows
-    of fine print pass for lines, not a rule on paper."""
-    size = (1, 2 * RING + 1) if vertical else (2 * RING + 1, 1)
-    ring = np.where(labels > 0, 0, ndimage.grey_dilation(labels, size=size))
-    total = np.bincount(ring.ravel(), minlength=count + 1)[1:]
-    inked = np.bincount(ring[faint > 0].ravel(), minlength=count + 1)[1:]
-    return inked > texture * np.maximum(total, 1)
 
 
 def _length(extent: int, share: float, pen: float, cfg: CleanConfig) -> int:
@@ -70,10 +54,9 @@ def remove_lines(ink: np.ndarray, pen: float, cfg: CleanConfig) -> np.ndarray:
     faint = (ink >= cfg.faint_level).astype(np.uint8)
     reach = cfg.line_reach
     hor = _runs(faint, _length(w, cfg.line_width_share, pen, cfg), cfg.line_gap, reach, False,
-                cfg.line_coverage, cfg.line_texture)
+                cfg.line_coverage)
     ver = _runs(faint, _length(h, cfg.line_height_share, pen, cfg),
-                max(cfg.line_gap, int(cfg.line_gap_share * h)), reach, True, cfg.line_coverage,
-                cfg.line_texture)
+                max(cfg.line_gap, int(cfg.line_gap_share * h)), reach, True, cfg.line_coverage)
     lines = hor | ver
     if not lines.any():
         return ink
