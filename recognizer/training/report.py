@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from recognizer.settings import DIGITS  # noqa: E402
 from recognizer.training.embedding import TsneMaps  # noqa: E402
@@ -27,6 +28,10 @@ def plot_curves(history: list[dict], path: str) -> None:
     ax_acc.plot(epochs, [100 * h["accuracy"] for h in history], "o-", label="training")
     ax_acc.plot(epochs, [100 * h["val_accuracy"] for h in history], "o-", label="validation")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        # Epochs are whole numbers; training accuracy is on augmented digits and field
+        # pieces (the not-a-digit class), so it sits below validation's.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
