@@ -29,7 +29,8 @@ TARGET = 0.95
 SETS = {"apart": 0.0, "touching 10%": 0.1}
 
 
-def _edit_distance(a: str, b: str) -> int:
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two strings (per-digit accuracy counts it as errors)."""
     row = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         prev, row[0] = row[0], i
@@ -51,7 +52,7 @@ def measure(model: recognizer.Recognizer, fields: list[np.ndarray], texts: list[
     seconds = time.perf_counter() - t0
     read = [r.text if isinstance(r, FieldResult) else "" for r in results]
     digits = sum(len(t) for t in texts)
-    errors = sum(_edit_distance(r, t) for r, t in zip(read, texts, strict=True))
+    errors = sum(edit_distance(r, t) for r, t in zip(read, texts, strict=True))
     exact = [r == t for r, t in zip(read, texts, strict=True)]
     confidences = [r.confidence for r in results if isinstance(r, FieldResult)]
     wrong = [c for c, ok in zip(confidences, exact, strict=False) if not ok]

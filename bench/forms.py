@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import recognizer
+from bench.fields import edit_distance
 from recognizer import data
 from recognizer.data.forms import make_form_fields
 from recognizer.fields import FieldResult, read_fields
@@ -38,15 +39,6 @@ BATCH = 200
 REJECT_TARGETS = (0.01, 0.005)
 #: --min-confidence thresholds reported.
 THRESHOLDS = (0.9, 0.95, 0.99)
-
-
-def _edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
 
 
 def load_real(folder: str) -> tuple[list[bytes], list[str]]:
@@ -82,7 +74,7 @@ def score(results: list, texts: list[str], seconds: float) -> dict:
     right = np.array([r == t for r, t in zip(read, texts, strict=True)])
     confidence = np.array([r.confidence if isinstance(r, FieldResult) else 0.0 for r in results])
     lengths = np.array([len(t) for t in texts])
-    errors = sum(_edit_distance(r, t) for r, t in zip(read, texts, strict=True))
+    errors = sum(edit_distance(r, t) for r, t in zip(read, texts, strict=True))
     thresholds = {}
     for c in THRESHOLDS:
         kept = confidence >= c

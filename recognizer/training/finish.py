@@ -28,8 +28,13 @@ def final_name(last: str) -> str:
     return last.rstrip("/") + FINAL_SUFFIX
 
 
+def _calibrates(cfg: TrainConfig) -> bool:
+    """Whether the recipe calibrates field confidences (a model with the not-a-digit class)."""
+    return bool(cfg.calibration_fields) and cfg.classes > DIGITS
+
+
 def _needs_finishing(cfg: TrainConfig) -> bool:
-    return bool(cfg.splitter_epochs) or (bool(cfg.calibration_fields) and cfg.classes > DIGITS)
+    return bool(cfg.splitter_epochs) or _calibrates(cfg)
 
 
 def _splitter(cfg: TrainConfig, inputs: RunInputs, fit_splitter: SplitterTrainer
@@ -48,7 +53,7 @@ def _splitter(cfg: TrainConfig, inputs: RunInputs, fit_splitter: SplitterTrainer
 
 def _calibration(cfg: TrainConfig, model, meta: dict, splitter: bytes | None,
                  validation: tuple[np.ndarray, np.ndarray]) -> dict | None:
-    if not cfg.calibration_fields or cfg.classes <= DIGITS:
+    if not _calibrates(cfg):
         return None
     from recognizer.training.calibrate import fit_calibration
 
