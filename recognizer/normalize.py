@@ -2,7 +2,9 @@
 
 The output follows the MNIST convention: light ink on a dark background, cropped to the
 ink, the longer side fitted into a 20x20 box keeping the aspect ratio, placed in a 28x28
-field so that the ink's centre of mass sits in the middle, values in [0, 1].
+field so that the ink's centre of mass sits in the middle, values in [0, 1]. Before it is
+fitted, the crop is deslanted (sheared so that its ink's principal axis is upright), so
+that writers who slant their digits and writers who do not give the model the same shapes.
 
 :func:`ink_levels` is the one rule for telling ink from paper; field segmentation
 (:mod:`recognizer.fields.marks`) uses it too, so a one-digit field reads as a digit would.
@@ -10,6 +12,7 @@ field so that the ink's centre of mass sits in the middle, values in [0, 1].
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -23,6 +26,10 @@ MIN_CONTRAST = 40.0
 INK_THRESHOLD = 0.15
 #: Paper brighter than this grey level is light paper (dark ink); darker is dark paper.
 LIGHT_PAPER = 127
+#: The largest slant deslanting undoes, in columns per row of height (about 39 degrees);
+#: a steeper lean is more often the shape of the digit (a 7's bar, a 2's base) than the
+#: writer's slant.
+MAX_SLANT = 0.8
 
 
 def ink_levels(greys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,11 +121,34 @@ def normalize_stack(greys: np.ndarray) -> tuple[np.ndarray, list[ImageError | No
             errors[i] = BlankImage(blank_message(peak[i]))
             continue
         crop = tables[i].take(ink[i, top[i]:bottom[i], left[i]:right[i]])
-        fitted = _fit(crop, box)
+        fitted = _fit(deslant(crop), box)
         shapes[i] = fitted.shape
         small[i, :fitted.shape[0], :fitted.shape[1]] = fitted
     _centre(small, shapes, out, errors)
     return out, errors
+
+
+def deslant(crop: np.ndarray) -> np.ndarray:
+    """The uint8 crop (ink bright) sheared so that its ink leans neither way, and cropped to
+    the ink's columns again. The slant is the ink's second moment mu11/mu02: how far the
+    ink's horizontal centre moves per row, clipped to ``MAX_SLANT``; the shear turns about
+    the ink's centre row, so that row keeps its place."""
+    h, w = crop.shape
+    m = cv2.moments(crop)
+    if m["m00"] <= 0 or m["mu02"] <= 1e-6:
+        return crop
+    slant = float(np.clip(m["mu11"] / m["mu02"], -MAX_SLANT, MAX_SLANT))
+    if abs(slant) * h < 0.5:  # less than half a pixel over the whole height
+        return crop
+    centre = m["m01"] / m["m00"]
+    extra = int(np.ceil(abs(slant) * h / 2)) + 1
+    shear = np.float32([[1, -slant, slant * centre + extra], [0, 1, 0]])
+    out = cv2.warpAffine(np.ascontiguousarray(crop), shear, (w + 2 * extra, h),
+                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    cols = np.flatnonzero(out.any(axis=0))
+    if cols.size == 0:
+        return crop
+    return out[:, cols[0]:cols[-1] + 1]
 
 
 def _fit(crop: np.ndarray, box: int) -> np.ndarray:

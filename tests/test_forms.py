@@ -8,7 +8,7 @@ import pytest
 
 import recognizer
 from recognizer.data.forms import SEPARATORS, FormConfig, make_form_field, make_form_fields
-from recognizer.data.styles import cross_seven, flag_one, restyled_set
+from recognizer.data.styles import STYLED, cross_seven, flag_one, flat_top_three, hook_seven, restyled_set
 from recognizer.data.synth_fields import render_digit
 from recognizer.errors import NoDigits
 from recognizer.fields import FieldResult, read_fields
@@ -56,7 +56,14 @@ def test_forms_can_be_plain_when_every_feature_is_off(mnist_test_raw):
     assert f.image[:, outside].min() > 100
 
 
-def test_restyling_draws_a_flag_on_ones_and_a_bar_on_sevens(mnist_test_raw):
+def _widest_run(row: np.ndarray) -> int:
+    """The longest run of stroke pixels (>= 128) in a row of a light-on-dark digit."""
+    edges = np.flatnonzero(np.diff(np.r_[0, (row >= 128).astype(int), 0]))
+    runs = edges[1::2] - edges[::2]
+    return int(runs.max()) if runs.size else 0
+
+
+def test_restyling_flags_ones_crosses_or_hooks_sevens_and_flattens_threes(mnist_test_raw):
     images, labels = mnist_test_raw
     rng = np.random.default_rng(0)
     one, seven = _first(images, labels, 1), _first(images, labels, 7)
@@ -68,9 +75,25 @@ def test_restyling_draws_a_flag_on_ones_and_a_bar_on_sevens(mnist_test_raw):
     top = np.argwhere(one >= 128)[:, 0].min()
     stem = np.argwhere(one >= 128)[:, 1][np.argwhere(one >= 128)[:, 0] <= top + 1].mean()
     assert added[:, 1].mean() < stem and added[:, 0].mean() > top
+    # A hooked 7's serif goes down from the left end of its bar, below the bar.
+    hooked = hook_seven(seven, rng)
+    serif = np.argwhere(hooked > seven + 60)
+    bar = np.argwhere(seven >= 128)
+    assert len(serif) > 5 and (hooked >= seven).all()
+    assert serif[:, 1].mean() < bar[:, 1].mean() and serif[:, 0].mean() > bar[:, 0].min()
+    # A flat-topped 3 keeps its lower bowl and gets a straight bar on top: its top rows
+    # hold a long horizontal run of ink.
+    three = _first(images, labels, 3)
+    flat = flat_top_three(three, rng)
+    rows = np.flatnonzero((flat >= 128).any(axis=1))
+    lower = slice(rows[0] + 3 * (rows[-1] - rows[0]) // 4, None)
+    assert np.array_equal(flat[lower], three[lower])
+    assert not np.array_equal(flat[:lower.start], three[:lower.start])
+    height = rows[-1] - rows[0] + 1
+    assert max(_widest_run(r) for r in flat[rows[0]:rows[0] + 3]) >= 0.4 * height
     styled, styled_labels = restyled_set(images[:400], labels[:400], 1.0, rng)
-    assert set(styled_labels.tolist()) <= {1, 7}
-    assert len(styled) == int(np.isin(labels[:400], (1, 7)).sum())
+    assert set(styled_labels.tolist()) <= set(STYLED)
+    assert len(styled) == int(np.isin(labels[:400], STYLED).sum())
 
 
 def _row(parts: list[np.ndarray], gap: int = 14) -> np.ndarray:

@@ -39,6 +39,20 @@ def test_output_follows_mnist_convention():
     assert (x * xs).sum() / x.sum() == pytest.approx(13.5, abs=1.0)
 
 
+def test_a_slanted_stroke_is_set_upright():
+    # A "1" written with a forward slant (its top to the right) and one written upright
+    # must reach the model as the same shape.
+    import cv2
+
+    upright = preprocess(_png(_dark_bar()))
+    page = np.full((60, 60), 255, np.uint8)
+    cv2.line(page, (38, 10), (22, 49), 0, 6)  # leans 16 px over 40 rows: 22 degrees
+    slanted = preprocess(_png(page))
+    cols = np.flatnonzero(slanted.max(0) > 0.15)
+    assert cols[-1] - cols[0] + 1 < 7                   # a thin upright stroke again
+    assert np.abs(slanted - upright).mean() < 0.05
+
+
 def test_polarity_colour_and_formats_agree():
     page = _dark_bar()
     reference = preprocess(_png(page))

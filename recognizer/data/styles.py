@@ -1,9 +1,13 @@
-"""Writing styles MNIST's writers rarely used: the continental 1 and the crossed 7.
+"""Writing styles MNIST's writers rarely used: the continental 1, the crossed or hooked 7
+and the flat-topped 3.
 
 MNIST comes from American writers. Much of the world writes a 1 with a long flag (an
-up-stroke into the top of the stem, at times as long as the stem) and crosses its 7s.
-A model that has never seen them reads a flagged 1 as a 7 or a 4. These functions draw
-the missing strokes onto *training* digits, so that training sees both styles.
+up-stroke into the top of the stem, from steep to nearly flat, at times as long as the
+stem), crosses its 7s or starts them with a short down-stroke (a serif) at the bar's left
+end, and tops its 3s with a straight bar and a diagonal down to the middle (a 3 like a z
+on a bowl). A model that has never seen them reads a flagged 1 as a 7 or a 4, a hooked 7
+as a 2 or a 9 and a flat-topped 3 as a 2. These functions draw the missing strokes onto
+*training* digits, so that training sees every style.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import cv2
 import numpy as np
 
 #: Digits this module can restyle.
-STYLED = (1, 7)
+STYLED = (1, 3, 7)
 
 
 def _pen(digit: np.ndarray) -> float:
@@ -38,7 +42,8 @@ def _line(canvas: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], 
 
 def flag_one(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 1 (light-on-dark uint8 28x28) with a continental flag: a stroke from the top of
-    the stem down to the left, 20-55% of the digit's height long."""
+    the stem down to the left, 20-70% of the digit's height long, from nearly flat (15
+    degrees below the horizontal) to steep (70)."""
     out = digit.copy()
     ys, xs = np.nonzero(digit >= 128)
     if ys.size < 5:
@@ -46,8 +51,8 @@ def flag_one(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     top = ys.min()
     height = ys.max() - top + 1
     tx = float(xs[ys <= top + 1].mean())
-    length = height * rng.uniform(0.2, 0.55)
-    angle = math.radians(rng.uniform(35, 70))  # below the horizontal, to the left
+    length = height * rng.uniform(0.2, 0.7)
+    angle = math.radians(rng.uniform(15, 70))  # below the horizontal, to the left
     end = (tx - length * math.cos(angle), top + length * math.sin(angle))
     _line(out, (tx, float(top)), end, _pen(digit) * rng.uniform(0.8, 1.1))
     if rng.random() < 0.15:  # a foot as well
@@ -59,7 +64,8 @@ def flag_one(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def cross_seven(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A 7 with a bar across its stem at about mid height."""
+    """A 7 with a bar across its stem at about mid height, and a third of the time a serif
+    as well (:func:`hook_seven`)."""
     out = digit.copy()
     ys, xs = np.nonzero(digit >= 128)
     if ys.size < 5:
@@ -73,6 +79,46 @@ def cross_seven(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     half = (xs.max() - xs.min() + 1) * rng.uniform(0.2, 0.35)
     tilt = rng.uniform(-0.1, 0.1) * half
     _line(out, (cx - half, row + tilt), (cx + half, row - tilt), _pen(digit) * rng.uniform(0.8, 1.1))
+    return hook_seven(out, rng) if rng.random() < 1 / 3 else out
+
+
+def hook_seven(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 7 that starts with a serif: a short stroke down from the left end of its bar,
+    15-35% of the digit's height long."""
+    out = digit.copy()
+    ys, xs = np.nonzero(digit >= 128)
+    if ys.size < 5:
+        return out
+    top, height = ys.min(), ys.max() - ys.min() + 1
+    bar = ys <= top + max(2, height // 6)
+    lx = int(xs[bar].min())
+    ly = float(ys[bar][xs[bar] == lx].mean())
+    length = height * rng.uniform(0.15, 0.35)
+    lean = rng.uniform(-0.3, 0.2) * length  # a little to either side of straight down
+    _line(out, (float(lx), ly), (lx + lean, ly + length), _pen(digit) * rng.uniform(0.8, 1.1))
+    return out
+
+
+def flat_top_three(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 3 whose upper bowl is replaced by a straight bar and a diagonal from the bar's
+    right end down to where the lower bowl begins."""
+    ys, xs = np.nonzero(digit >= 128)
+    if ys.size < 5:
+        return digit.copy()
+    top, height = int(ys.min()), int(ys.max() - ys.min() + 1)
+    mid = int(round(top + height * rng.uniform(0.4, 0.5)))
+    upper, below = ys < mid, (ys >= mid) & (ys <= mid + 2)
+    if not upper.any() or not below.any():
+        return digit.copy()
+    out = digit.copy()
+    out[:mid] = 0
+    left, right = float(np.percentile(xs[upper], 10)), float(np.percentile(xs[upper], 95))
+    bar = top + rng.uniform(0.0, 0.08) * height
+    tilt = rng.uniform(-0.05, 0.05) * height
+    joint = (float(xs[below].min()) + rng.uniform(0, 0.15) * (right - left), float(mid))
+    pen = _pen(digit) * rng.uniform(0.8, 1.1)
+    _line(out, (left, bar + tilt), (right, bar - tilt), pen)
+    _line(out, (right, bar - tilt), joint, pen)
     return out
 
 
@@ -80,14 +126,17 @@ def restyle(digit: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarr
     """The digit in the other style when one is known for its label, else unchanged."""
     if label == 1:
         return flag_one(digit, rng)
+    if label == 3:
+        return flat_top_three(digit, rng)
     if label == 7:
-        return cross_seven(digit, rng)
+        return cross_seven(digit, rng) if rng.random() < 0.6 else hook_seven(digit, rng)
     return digit
 
 
 def restyled_set(digits: np.ndarray, labels: np.ndarray, share: float, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Restyled copies of ``share`` of the 1s and 7s among light-on-dark uint8 digits."""
+    """Restyled copies of ``share`` of the digits of :data:`STYLED` labels among
+    light-on-dark uint8 digits."""
     picks = [i for i in np.flatnonzero(np.isin(labels, STYLED)) if rng.random() < share]
     if not picks:
         return digits[:0], labels[:0]
