@@ -53,6 +53,21 @@ def test_ruled_cell_with_a_mask_comes_out_as_the_digits_alone(mnist_test_raw):
         assert tall < 0.8 * ruled.ink.shape[0]
 
 
+def test_a_cell_border_cut_short_by_the_crop_goes(mnist_test_raw):
+    # A table's vertical rule that enters the crop from its top edge but ends halfway
+    # down (the next row's cell begins there) is a line, not a 1 beside the digits.
+    images, _ = mnist_test_raw
+    for seed in range(3):
+        field, _ = _field(images, seed)
+        h, w = field.shape
+        cell = np.full((3 * h, w + 80), 235, np.uint8)
+        cell[h:2 * h, 40:40 + w] = field
+        cell[:int(1.6 * h), w + 60:w + 62] = 60   # from the top edge to below the digits
+        plain, cut = clean(field), clean(cell)
+        assert _marks(cut.ink) == _marks(plain.ink), seed
+        assert cut.origin[0] + cut.ink.shape[1] < w + 58     # the crop ends at the digits
+
+
 def test_crossing_strokes_survive_a_line_through_the_digits(mnist_test_raw):
     images, _ = mnist_test_raw
     field, _ = _field(images, 7)

@@ -52,6 +52,11 @@ class CleanConfig:
     line_gap: int = 5
     line_gap_share: float = 0.08
     line_coverage: float = 0.5
+    #: A vertical rule entering the image from its top or bottom edge (within
+    #: ``edge_reach`` pixels) is a line at ``edge_line_share`` of the height already, and
+    #: at least ``line_strokes`` stroke widths: a cell's border cut short by the crop.
+    edge_line_share: float = 0.4
+    edge_reach: int = 2
     #: A line's ink reaches at most this many pixels either side of its core (printed
     #: rules are thin; a wider band would take strokes along with them).
     line_reach: int = 3
@@ -93,7 +98,7 @@ class CleanConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
         for name in ("stroke_level", "faint_level", "mask_level", "line_width_share",
-                     "line_height_share", "line_coverage"):
+                     "line_height_share", "line_coverage", "edge_line_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.min_kernel < 3:

@@ -47,6 +47,22 @@ def _length(extent: int, share: float, pen: float, cfg: CleanConfig) -> int:
     return int(max(share * extent, min(cfg.line_strokes * pen, cfg.line_span * extent)))
 
 
+def _edge_rules(faint: np.ndarray, pen: float, gap: int, cfg: CleanConfig) -> np.ndarray:
+    """Vertical runs entering from the top or bottom edge that are shorter than a full
+    ruling line but longer than any stroke of a digit: ``cfg.edge_line_share`` of the
+    height and ``cfg.line_strokes`` pen widths. In a smaller image there are none."""
+    h = faint.shape[0]
+    length = int(max(cfg.edge_line_share * h, cfg.line_strokes * pen))
+    if length >= h:
+        return np.zeros(faint.shape, bool)
+    runs = _runs(faint, length, gap, cfg.line_reach, True, cfg.line_coverage)
+    labels, _ = ndimage.label(runs)
+    reach = cfg.edge_reach
+    edge = [i + 1 for i, (rows, _) in enumerate(ndimage.find_objects(labels))
+            if rows.start <= reach or rows.stop >= h - reach]
+    return np.isin(labels, edge) if edge else np.zeros(faint.shape, bool)
+
+
 def remove_lines(ink: np.ndarray, pen: float, cfg: CleanConfig) -> np.ndarray:
     """The ink without ruling lines and box borders; where a stroke crosses one, the
     crossing stays. ``pen``: the stroke width in pixels."""
@@ -55,8 +71,9 @@ def remove_lines(ink: np.ndarray, pen: float, cfg: CleanConfig) -> np.ndarray:
     reach = cfg.line_reach
     hor = _runs(faint, _length(w, cfg.line_width_share, pen, cfg), cfg.line_gap, reach, False,
                 cfg.line_coverage)
-    ver = _runs(faint, _length(h, cfg.line_height_share, pen, cfg),
-                max(cfg.line_gap, int(cfg.line_gap_share * h)), reach, True, cfg.line_coverage)
+    gap = max(cfg.line_gap, int(cfg.line_gap_share * h))
+    ver = _runs(faint, _length(h, cfg.line_height_share, pen, cfg), gap, reach, True, cfg.line_coverage)
+    ver |= _edge_rules(faint, pen, gap, cfg)
     lines = hor | ver
     if not lines.any():
         return ink
