@@ -2,11 +2,12 @@
 and the flat-topped 3.
 
 MNIST comes from American writers. Much of the world writes a 1 with a long flag (an
-up-stroke into the top of the stem, at times half as long as the stem), crosses its 7s or starts them with a short down-stroke (a serif) at the bar's left
-end, and tops its 3s with a straight bar and a diagonal down to the middle (a 3 like a z
-on a bowl). A model that has never seen them reads a flagged 1 as a 7 or a 4, a hooked 7
-as a 2 or a 9 and a flat-topped 3 as a 2. These functions draw the missing strokes onto
-*training* digits, so that training sees every style.
+up-stroke into the top of the stem, at times half as long as the stem), crosses its 7s
+or starts them with a short down-stroke (a serif) at the bar's left end, and tops its 3s
+with a straight bar and a diagonal down to the middle (a 3 like a z on a bowl). A model
+that has never seen them reads a flagged 1 as a 7 or a 4, a hooked 7 as a 2 or a 9 and a
+flat-topped 3 as a 2. These functions draw the missing strokes onto *training* digits,
+so that training sees every style.
 """
 
 from __future__ import annotations
