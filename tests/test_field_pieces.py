@@ -63,10 +63,6 @@ def test_cut_pieces_teach_digits_and_not_digits(mnist_test_raw):
     # Preprocessed digits ([0, 1] floats) give the same fields as raw uint8 ones.
     xf, yf = cut_pieces(images[:500] / 255.0, labels[:500], 20, np.random.default_rng(0))
     assert np.array_equal(yf, y)
-    # Cut by two processes, the pieces are the same as cut by one.
-    one = cut_pieces(images[:500], labels[:500], 60, np.random.default_rng(1), processes=1)
-    two = cut_pieces(images[:500], labels[:500], 60, np.random.default_rng(1), processes=2)
-    assert np.array_equal(one[1], two[1]) and np.array_equal(one[0], two[0])
 
 
 def test_belief_pays_for_what_the_model_thinks_is_not_a_digit():

@@ -22,10 +22,6 @@ too, and not digits. A piece is labelled from where the synthesizer put each dig
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 
 from recognizer.data.forms import make_form_field
@@ -95,25 +91,14 @@ def _labelled(lattice: Lattice, spans: list[tuple[int, int]], truth: list[int]
     return pieces, classes
 
 
-#: Fields per unit of work: each chunk draws from its own generator, seeded from the
-#: caller's, so the pieces are the same whether one process cuts them or several.
+#: Fields per chunk: each chunk draws from its own generator, seeded from the caller's,
+#: so that chunks do not depend on each other and could be cut in parallel, same pieces.
 CHUNK = 25
 
 
-#: What every chunk of a cutting shares: (digits, labels, config, form_share). A global
-#: of the worker process, set once by the pool's initializer, so the digits are sent to
-#: each process once rather than with every chunk.
-_shared: tuple = ()
-
-
-def _share(*shared: object) -> None:
-    global _shared
-    _shared = shared
-
-
-def _cut_chunk(fields: int, seed: int) -> tuple[list[np.ndarray], list[int]]:
+def _cut_chunk(digits: np.ndarray, labels: np.ndarray, fields: int, seed: int,
+               config: SegmentConfig, form_share: float) -> tuple[list[np.ndarray], list[int]]:
     """The labelled pieces of ``fields`` synthesized fields, drawn with ``seed``."""
-    digits, labels, config, form_share = _shared
     rng = np.random.default_rng(seed)
     xs: list[np.ndarray] = []
     ys: list[int] = []
@@ -130,23 +115,15 @@ def _cut_chunk(fields: int, seed: int) -> tuple[list[np.ndarray], list[int]]:
     return xs, ys
 
 
-def _processes() -> int:
-    """The CPUs this process may use: cutting is pure CPU work, one process per core."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def cut_pieces(digits: np.ndarray, labels: np.ndarray, fields: int, rng: np.random.Generator,
                config: SegmentConfig | None = None, form_share: float = 0.5,
-               progress: bool = False, processes: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Model inputs (M, 28, 28) float32 and labels (M,) int64 of the pieces that
     :func:`recognizer.fields.lattice.segment` cuts from ``fields`` synthesized fields,
     ``form_share`` of them real forms.
 
     ``digits``: light-on-dark digits, uint8 or float in [0, 1] (raw MNIST or the training
-    set after preprocessing, so any data source works); ``labels`` their classes. The
-    fields are cut by ``processes`` processes (default: one per CPU this process may
-    use); the pieces do not depend on how many.
+    set after preprocessing, so any data source works); ``labels`` their classes.
     """
     from tqdm import tqdm
 
@@ -156,29 +133,14 @@ def cut_pieces(digits: np.ndarray, labels: np.ndarray, fields: int, rng: np.rand
     digits = as_digits_u8(digits)
     sizes = [min(CHUNK, fields - start) for start in range(0, fields, CHUNK)]
     seeds = rng.integers(0, 2**63 - 1, size=len(sizes)).tolist()
-    processes = min(processes or _processes(), len(sizes)) if sizes else 1
-    shared = (digits, labels, config, form_share)
-    bar = tqdm(total=fields, desc="cutting field pieces", unit="field", disable=not progress)
     xs: list[np.ndarray] = []
     ys: list[int] = []
-    with bar:
-        if processes > 1:
-            # spawn, not fork: the caller may be a Ray driver, whose threads fork would copy
-            # in whatever state they hold.
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_share,
-                                     initargs=shared) as pool:
-                for n, (cx, cy) in zip(sizes, pool.map(_cut_chunk, sizes, seeds), strict=True):
-                    xs.extend(cx)
-                    ys.extend(cy)
-                    bar.update(n)
-        else:
-            _share(*shared)
-            for n, seed in zip(sizes, seeds, strict=True):
-                cx, cy = _cut_chunk(n, seed)
-                xs.extend(cx)
-                ys.extend(cy)
-                bar.update(n)
+    with tqdm(total=fields, desc="cutting field pieces", unit="field", disable=not progress) as bar:
+        for n, seed in zip(sizes, seeds, strict=True):
+            cx, cy = _cut_chunk(digits, labels, n, seed, config, form_share)
+            xs.extend(cx)
+            ys.extend(cy)
+            bar.update(n)
     if not xs:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32), np.zeros(0, np.int64)
     return np.concatenate(xs), np.asarray(ys, dtype=np.int64)
