@@ -40,15 +40,21 @@ def _line(canvas: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], 
     np.maximum(canvas, layer, out=canvas)
 
 
+def _strokes(digit: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows and columns of the digit's stroke pixels, or None when too few to restyle."""
+    ys, xs = np.nonzero(digit >= 128)
+    return (ys, xs) if ys.size >= 5 else None
+
+
 def flag_one(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 1 (light-on-dark uint8 28x28) with a continental flag: a stroke from the top of
     the stem down to the left, 20-55% of the digit's height long, 35-70 degrees below the
-    horizontal. (Flatter and longer flags, as some writers make them, were tried and cost
-    MNIST accuracy: such a 1 is an MNIST 7; docs/forms.md.)"""
+    horizontal."""
     out = digit.copy()
-    ys, xs = np.nonzero(digit >= 128)
-    if ys.size < 5:
+    strokes = _strokes(digit)
+    if strokes is None:
         return out
+    ys, xs = strokes
     top = ys.min()
     height = ys.max() - top + 1
     tx = float(xs[ys <= top + 1].mean())
@@ -68,9 +74,10 @@ def cross_seven(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 7 with a bar across its stem at about mid height, and a third of the time a serif
     as well (:func:`hook_seven`)."""
     out = digit.copy()
-    ys, xs = np.nonzero(digit >= 128)
-    if ys.size < 5:
+    strokes = _strokes(digit)
+    if strokes is None:
         return out
+    ys, xs = strokes
     top, bottom = ys.min(), ys.max()
     row = int(round(top + (bottom - top) * rng.uniform(0.45, 0.6)))
     on_row = xs[np.abs(ys - row) <= 1]
@@ -87,9 +94,10 @@ def hook_seven(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 7 that starts with a serif: a short stroke down from the left end of its bar,
     15-35% of the digit's height long."""
     out = digit.copy()
-    ys, xs = np.nonzero(digit >= 128)
-    if ys.size < 5:
+    strokes = _strokes(digit)
+    if strokes is None:
         return out
+    ys, xs = strokes
     top, height = ys.min(), ys.max() - ys.min() + 1
     bar = ys <= top + max(2, height // 6)
     lx = int(xs[bar].min())
@@ -103,9 +111,10 @@ def hook_seven(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def flat_top_three(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 3 whose upper bowl is replaced by a straight bar and a diagonal from the bar's
     right end down to where the lower bowl begins."""
-    ys, xs = np.nonzero(digit >= 128)
-    if ys.size < 5:
+    strokes = _strokes(digit)
+    if strokes is None:
         return digit.copy()
+    ys, xs = strokes
     top, height = int(ys.min()), int(ys.max() - ys.min() + 1)
     mid = int(round(top + height * rng.uniform(0.4, 0.5)))
     upper, below = ys < mid, (ys >= mid) & (ys <= mid + 2)
