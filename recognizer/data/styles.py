@@ -2,7 +2,8 @@
 and the flat-topped 3.
 
 MNIST comes from American writers. Much of the world writes a 1 with a long flag (an
-up-stroke into the top of the stem, at times half as long as the stem), crosses its 7s
+up-stroke into the top of the stem, at times half as long as the stem, at times rising
+from the base line so that the 1 looks like a lambda), crosses its 7s
 or starts them with a short down-stroke (a serif) at the bar's left end, and tops its 3s
 with a straight bar and a diagonal down to the middle (a 3 like a z on a bowl). A model
 that has never seen them reads a flagged 1 as a 7 or a 4, a hooked 7 as a 2 or a 9 and a
@@ -48,8 +49,9 @@ def _strokes(digit: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 def flag_one(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 1 (light-on-dark uint8 28x28) with a continental flag: a stroke from the top of
-    the stem down to the left, 20-55% of the digit's height long, 35-70 degrees below the
-    horizontal."""
+    the stem down to the left, 20-55% of the digit's height long and 35-70 degrees below
+    the horizontal, or half the time a lead-in stroke from near the base line, 60-95% of
+    the height long and 55-75 degrees steep (the 1 shaped like a lambda)."""
     out = digit.copy()
     strokes = _strokes(digit)
     if strokes is None:
@@ -58,8 +60,12 @@ def flag_one(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     top = ys.min()
     height = ys.max() - top + 1
     tx = float(xs[ys <= top + 1].mean())
-    length = height * rng.uniform(0.2, 0.55)
-    angle = math.radians(rng.uniform(35, 70))  # below the horizontal, to the left
+    if rng.random() < 0.5:
+        length = height * rng.uniform(0.2, 0.55)
+        angle = math.radians(rng.uniform(35, 70))  # below the horizontal, to the left
+    else:  # steep, or it would be a 7's bar
+        length = height * rng.uniform(0.6, 0.95)
+        angle = math.radians(rng.uniform(55, 75))
     end = (tx - length * math.cos(angle), top + length * math.sin(angle))
     _line(out, (tx, float(top)), end, _pen(digit) * rng.uniform(0.8, 1.1))
     if rng.random() < 0.15:  # a foot as well
