@@ -141,3 +141,46 @@ def test_a_digit_in_a_ruled_cell_is_cleaned_and_read_as_in_a_clean_one(mnist_tes
     assert np.mean(ruled == np.array(truth)) >= 0.85
     # Without cleaning the lines and mask would be read as the digit.
     assert preprocess(cells[0]).shape == (28, 28)
+
+
+def test_a_short_underline_under_one_digit_goes_and_flat_strokes_in_the_row_stay(mnist_test_raw):
+    # A clerk's underline under a single digit is about as long as the digit is wide:
+    # too short for the long-underline rule, but wholly below the row's base line.
+    images, labels = mnist_test_raw
+    rng = np.random.default_rng(0)
+    for index in np.flatnonzero(labels == 2)[:3]:
+        field, ((left, right),) = make_field_with_spans([images[index]], rng, 0.0)
+        h, w = field.shape
+        rows = np.flatnonzero((field < 128).any(axis=1))
+        foot = rows[-1] + 3
+        page = np.full((h + 12, w), 235, np.uint8)
+        page[:h] = field
+        lined = page.copy()
+        lined[foot:foot + 2, left:right] = 30
+        assert _marks(clean(lined).ink) == _marks(clean(page).ink), index
+        # The same stroke level with the digits' middle is a dash, not an underline.
+        dashed = np.full((h + 12, w + 30), 235, np.uint8)
+        dashed[:h, :w] = field
+        mid = (rows[0] + rows[-1]) // 2
+        dashed[mid:mid + 2, w + 5:w + 5 + (right - left)] = 30
+        assert _marks(clean(dashed).ink) == _marks(clean(page).ink) + 1, index
+
+
+def test_a_single_digit_in_a_ruled_cell_loses_the_dot_written_after_it(mnist_test_raw):
+    images, _ = mnist_test_raw
+    rng = np.random.default_rng(2)
+    for i in rng.choice(len(images), 5, replace=False):
+        scan = synth.as_scan(images[i], rng, size=48, canvas=64)
+        cell = np.full((110, 130), 238, np.uint8)
+        cell[25:89, 30:94] = scan
+        cell[:, :18] = 10                  # mask
+        cell[:, 22:24] = 50                # ruling lines either side
+        cell[:, 120:122] = 50
+        dotted = cell.copy()
+        rows = np.flatnonzero((scan < 128).any(axis=1))
+        foot = 25 + rows[-1]
+        dotted[foot - 4:foot, 100:104] = 30  # the clerk's full stop after the number
+        plain = preprocess(cell)
+        assert np.abs(preprocess(dotted) - plain).max() < 0.05, i
+        # A field keeps it: field reading spells separators out.
+        assert _marks(clean(dotted).ink) == _marks(clean(cell).ink) + 1, i

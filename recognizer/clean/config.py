@@ -84,6 +84,14 @@ class CleanConfig:
     #: A flat run touching the digits is an underline when it reaches this share of a
     #: digit's height beyond them, left or right.
     underline_overhang: float = 0.2
+    #: A separate flat mark wholly under the row (its top at or below the digits' base
+    #: line) is an underline once it is ``underline_short`` of a digit's height long and
+    #: ``underline_flat`` times as wide as tall: a short stroke under one digit.
+    underline_short: float = 0.5
+    underline_flat: float = 3.0
+    #: A single digit's end mark (a dot, comma or dash after it) is at most this share
+    #: of the digit's height tall.
+    end_mark_height: float = 0.4
     #: Paper kept round the row when it is cropped, in band heights (at least
     #: ``min_margin`` pixels).
     margin: float = 0.25
@@ -114,7 +122,3 @@ class Cleaned:
     ink: np.ndarray
     origin: tuple[int, int]
     stroke_width: float
-
-    def as_image(self) -> np.ndarray:
-        """The ink as a light-on-dark uint8 image (what :mod:`recognizer.normalize` takes)."""
-        return np.rint(self.ink * 255.0).astype(np.uint8)

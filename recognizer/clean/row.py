@@ -110,7 +110,8 @@ def _overhangs(flat: np.ndarray, rest: np.ndarray, by: float) -> bool:
 
 def remove_underlines(ink: np.ndarray, pen: float, cfg: CleanConfig) -> np.ndarray:
     """The row without long thin flat strokes (underlines, end dashes), whether separate
-    or touching the digits; where a digit's stroke crosses one, the crossing stays."""
+    or touching the digits, and without short flat strokes under it (a digit's own
+    underline); where a digit's stroke crosses one, the crossing stays."""
     strokes = ink >= cfg.stroke_level
     found = digit_rows(strokes)
     if found is None:
@@ -129,6 +130,9 @@ def remove_underlines(ink: np.ndarray, pen: float, cfg: CleanConfig) -> np.ndarr
     labels, _ = ndimage.label(out >= cfg.stroke_level, structure=EIGHT)
     for i, where in enumerate(ndimage.find_objects(labels)):
         h, w = where[0].stop - where[0].start, where[1].stop - where[1].start
-        if w >= cfg.underline_length * ref and h <= cfg.underline_height * ref:
+        if h > cfg.underline_height * ref:
+            continue
+        under = where[0].start >= base and w >= max(cfg.underline_short * ref, cfg.underline_flat * h)
+        if under or w >= cfg.underline_length * ref:
             out[where][labels[where] == i + 1] = 0.0
     return out
