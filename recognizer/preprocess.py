@@ -2,7 +2,7 @@
 
 Training, serving and batch jobs all call :func:`preprocess` (or :func:`preprocess_many`
 for a batch): :func:`recognizer.decode.decode` to greyscale; form cleaning
-(:func:`recognizer.clean.clean`) when the image needs it (lines, masks or a printed
+(:func:`recognizer.clean.clean_digit`) when the image needs it (lines, masks or a printed
 background reach its edge); then :func:`recognizer.normalize.normalize` to a 28x28
 MNIST-style digit in [0, 1]. Field reading cleans every field the same way.
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from recognizer import settings
-from recognizer.clean import CleanConfig, clean, needs_cleaning
+from recognizer.clean import CleanConfig, clean_digit, needs_cleaning
 from recognizer.decode import decode
 from recognizer.errors import ImageError, UndecodableImage
 from recognizer.normalize import normalize, normalize_stack
@@ -34,7 +34,7 @@ def preprocess(image: bytes | np.ndarray, max_pixels: int = settings.MAX_IMAGE_P
     grey = decode(image, max_pixels)
     if needs_cleaning(grey[None])[0]:
         try:
-            return normalize(clean(grey).as_image())
+            return normalize(clean_digit(grey))
         except ImageError:
             pass  # cleaning found no handwriting apart: the digit as it is decides
     return normalize(grey)
@@ -48,7 +48,7 @@ def _normalize_cleaned(greys: np.ndarray, cleaning: CleanConfig | None
     out, errors = normalize_stack(greys)
     for i in np.flatnonzero(needs_cleaning(greys, cleaning)):
         try:
-            out[i] = normalize(clean(greys[i], cleaning).as_image())
+            out[i] = normalize(clean_digit(greys[i], cleaning))
             errors[i] = None
         except ImageError:
             continue

@@ -13,7 +13,8 @@ out, in this order, with OpenCV's morphology and scipy's labelling:
 
 Fields are always cleaned; a single digit is cleaned when its image needs it
 (:func:`needs_cleaning`: ink reaches the image's border), so that clean scans and
-MNIST-style inputs take the plain path unchanged.
+MNIST-style inputs take the plain path unchanged, and loses the dot or dash written
+after it as well (:func:`clean_digit`, :mod:`.digit`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import numpy as np
 
 from recognizer.clean.background import ink_map
 from recognizer.clean.config import CleanConfig, Cleaned
+from recognizer.clean.digit import without_end_marks
 from recognizer.clean.lines import remove_lines
 from recognizer.clean.row import locate, remove_underlines
 from recognizer.errors import NoDigits
 from recognizer.normalize import ink_levels
 
-__all__ = ["CleanConfig", "Cleaned", "clean", "needs_cleaning"]
+__all__ = ["CleanConfig", "Cleaned", "clean", "clean_digit", "needs_cleaning"]
 
 
 def _near(mask: np.ndarray) -> np.ndarray:
@@ -62,6 +64,15 @@ def clean(grey: np.ndarray, cfg: CleanConfig | None = None) -> Cleaned:
     bottom, right = min(ink.shape[0], bottom + pad), min(ink.shape[1], right + pad)
     crop = np.where(_near(row), ink, 0.0)[top:bottom, left:right].astype(np.float32)
     return Cleaned(crop, (left, top), pen)
+
+
+def clean_digit(grey: np.ndarray, cfg: CleanConfig | None = None) -> np.ndarray:
+    """A greyscale single-digit crop -> its digit's ink as a light-on-dark uint8 image
+    (what :mod:`recognizer.normalize` takes): :func:`clean`, then the dot, comma or
+    dash beside the digit dropped. Raises as :func:`clean` does."""
+    cfg = cfg or CleanConfig()
+    cleaned = clean(grey, cfg)
+    return np.rint(without_end_marks(cleaned.ink, cfg) * 255.0).astype(np.uint8)
 
 
 def needs_cleaning(greys: np.ndarray, cfg: CleanConfig | None = None) -> np.ndarray:
