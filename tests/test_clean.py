@@ -117,6 +117,17 @@ def test_clean_inputs_take_the_plain_path_unchanged(mnist_test_raw):
     assert not needs_cleaning(np.stack(scans)).any()
 
 
+def _ledger_cell(scan: np.ndarray, width: int) -> np.ndarray:
+    """A 64x64 digit scan in a ledger cell ``width`` wide: a mask at the left, ruling
+    lines either side."""
+    cell = np.full((110, width), 238, np.uint8)
+    cell[25:89, 30:94] = scan
+    cell[:, :18] = 10                      # mask
+    cell[:, 22:24] = 50                    # ruling lines either side
+    cell[:, width - 10:width - 8] = 50
+    return cell
+
+
 def test_a_digit_in_a_ruled_cell_is_cleaned_and_read_as_in_a_clean_one(mnist_test_raw, trained_checkpoint):
     import recognizer
 
@@ -126,11 +137,7 @@ def test_a_digit_in_a_ruled_cell_is_cleaned_and_read_as_in_a_clean_one(mnist_tes
     cells, clean_scans, truth = [], [], []
     for i in rng.choice(len(images), 60, replace=False):
         scan = synth.as_scan(images[i], rng, size=48, canvas=64)
-        cell = np.full((110, 110), 238, np.uint8)
-        cell[25:89, 30:94] = scan
-        cell[:, :18] = 10                  # mask
-        cell[:, 22:24] = 50                # ruling lines either side
-        cell[:, 100:102] = 50
+        cell = _ledger_cell(scan, 110)
         cells.append(cell)
         clean_scans.append(scan)
         truth.append(int(labels[i]))
@@ -171,11 +178,7 @@ def test_a_single_digit_in_a_ruled_cell_loses_the_dot_written_after_it(mnist_tes
     rng = np.random.default_rng(2)
     for i in rng.choice(len(images), 5, replace=False):
         scan = synth.as_scan(images[i], rng, size=48, canvas=64)
-        cell = np.full((110, 130), 238, np.uint8)
-        cell[25:89, 30:94] = scan
-        cell[:, :18] = 10                  # mask
-        cell[:, 22:24] = 50                # ruling lines either side
-        cell[:, 120:122] = 50
+        cell = _ledger_cell(scan, 130)
         dotted = cell.copy()
         rows = np.flatnonzero((scan < 128).any(axis=1))
         foot = 25 + rows[-1]
