@@ -110,7 +110,8 @@ def ray_cluster(s3_server):
 #: The tests' recipe: the default recipe in small, with field pieces and a splitter too,
 #: so that fields are read as in production.
 SESSION_RECIPE = dict(model="best", epochs=3, batch_size=128, lr=4e-3, test_limit=2000,
-                      field_pieces=300, splitter_examples=4000, splitter_epochs=3)
+                      field_pieces=300, splitter_examples=4000, splitter_epochs=3,
+                      calibration_fields=800)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -187,3 +188,19 @@ def test_a_single_digit_in_a_ruled_cell_loses_the_dot_written_after_it(mnist_tes
         assert np.abs(preprocess(dotted) - plain).max() < 0.05, i
         # A field keeps it: field reading spells separators out.
         assert _marks(clean(dotted).ink) == _marks(clean(cell).ink) + 1, i
+
+
+def test_a_long_dash_in_the_cell_does_not_take_the_place_of_a_small_number(mnist_test_raw):
+    # Ledgers mark a blank row with a long pen dash (a ditto mark); the row's number may
+    # stand small below it. The dash outweighs the number in ink, never in shape.
+    images, _ = mnist_test_raw
+    field = cv2.resize(_field(images, 5)[0], None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+    h, w = field.shape
+    cell = np.full((h + 120, max(w, 260) + 20), 235, np.uint8)
+    xs = np.arange(10, 250)
+    ys = (30 + 6 * np.sin(xs / 40.0) + (xs - 10) / 24).astype(np.int32)
+    cv2.polylines(cell, [np.stack([xs, ys], axis=1)], False, 30, 3)
+    cell[100:100 + h, 10:10 + w] = field
+    cleaned = clean(cell)
+    assert _marks(cleaned.ink) == _marks(clean(field).ink)
+    assert cleaned.origin[1] >= 100 - h  # cropped to the number, not to the dash

@@ -141,7 +141,7 @@ def test_calibration_fit_recovers_a_known_curve():
     rng = np.random.default_rng(0)
     raw = rng.uniform(0.3, 1.0, 4000)
     digits = rng.integers(1, 9, 4000)
-    truth = Calibration(slope=3.0, per_digit=-0.2, bias=2.0)
+    truth = Calibration(slope=3.0, per_digit=-0.2, bias=2.0, form="logit")
     right = rng.random(4000) < np.array([truth(r, d) for r, d in zip(raw, digits, strict=True)])
     found = fit(raw, digits, right)
     assert found.slope == pytest.approx(3.0, rel=0.25)
@@ -149,6 +149,30 @@ def test_calibration_fit_recovers_a_known_curve():
     assert found(0.99, 3) > found(0.6, 3)  # monotonic in the raw confidence
     with pytest.raises(ValueError):
         fit(raw, digits, np.ones(4000, bool))  # nothing wrong: nothing to fit
+
+
+def test_a_calibrated_confidence_approaches_one_as_the_raw_one_does():
+    # Readings whose chance of being right rises to 1 with their raw confidence: a curve
+    # in log(raw) saturates near sigmoid(bias) and leaves thresholds like 0.99 empty.
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0.01, 1.0, 4000)
+    digits = rng.integers(1, 9, 4000)
+    truth = Calibration(slope=1.0, per_digit=0.0, bias=0.5, form="logit")
+    right = rng.random(4000) < np.array([truth(r, d) for r, d in zip(raw, digits, strict=True)])
+    found = fit(raw, digits, right)
+    assert found.form == "logit"
+    assert found(0.9999, 2) > 0.99
+    assert found(0.1, 2) == pytest.approx(truth(0.1, 2), abs=0.05)
+
+
+def test_a_calibration_from_an_older_meta_keeps_its_log_curve():
+    old = {"calibration": {"slope": 1.6, "per_digit": 0.12, "bias": 2.58, "fields": 779,
+                           "source": "older run"}}
+    calibration = Calibration.from_meta(old)
+    assert calibration is not None and calibration.form == "log"
+    assert calibration(1.0, 1) == pytest.approx(1 / (1 + np.exp(-(0.12 + 2.58))))
+    with pytest.raises(ValueError, match="unknown calibration form"):
+        Calibration(form="isotonic")
 
 
 def test_the_trained_checkpoint_carries_its_calibration(model, mnist_test_raw):

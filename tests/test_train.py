@@ -25,7 +25,8 @@ def _cfg(mnist_dir: str, output: str, name: str, epochs: int) -> TrainConfig:
     # does, and a token splitter, so checkpoints carry one.
     return TrainConfig(data=mnist_dir, model="best", workers=2, epochs=epochs, output=output,
                        name=name, train_limit=2000, test_limit=1000, batch_size=64,
-                       field_pieces=100, splitter_examples=300, splitter_epochs=1)
+                       field_pieces=100, splitter_examples=300, splitter_epochs=1,
+                       calibration_fields=800)
 
 
 def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_path, trained_checkpoint):

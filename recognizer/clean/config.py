@@ -69,6 +69,10 @@ class CleanConfig:
     #: Marks touching the image's edge weigh this much less when the row is chosen
     #: (they are mostly cut-off pieces of the next cell).
     edge_weight: float = 0.3
+    #: Flat marks (at least ``underline_flat`` times as wide as tall: dashes, ditto
+    #: marks, underlines, end-of-amount strokes) weigh this much less when the row is
+    #: chosen: a long dash outweighs a small number by its ink, never by its shape.
+    flat_weight: float = 0.1
     #: Marks smaller than this share of the largest one (or than ``min_mark_pixels``)
     #: are specks.
     speck_share: float = 0.02

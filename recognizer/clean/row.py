@@ -1,7 +1,7 @@
 """The row of handwriting in a cleaned field, and the underlines under it.
 
 :func:`locate` starts at the most prominent mark (tall and heavy, not cut off by the
-image's edge) and grows the row by the marks in its band that lie close beside it, so
+image's edge, not a flat dash) and grows the row by the marks in its band that lie close beside it, so
 that printed words elsewhere in a cell, bleed-through and specks are left out.
 :func:`remove_underlines` takes out long thin flat strokes: a hand-drawn underline or an
 end-of-amount dash, separate or touching the digits.
@@ -62,12 +62,20 @@ def _beside(m: _Mark, box: tuple[int, int, int, int], cfg: CleanConfig) -> bool:
     return within and gap <= cfg.row_gap * band and m.height <= cfg.row_tallest * band
 
 
+def _prominence(m: _Mark, cfg: CleanConfig) -> float:
+    """How likely a mark is to be the row's digits: tall and heavy, whole and not flat."""
+    weight = cfg.edge_weight if m.on_edge else 1.0
+    if m.right - m.left >= cfg.underline_flat * m.height:
+        weight *= cfg.flat_weight
+    return m.height * np.sqrt(m.area) * weight
+
+
 def locate(ink: np.ndarray, cfg: CleanConfig) -> np.ndarray | None:
     """A mask of the marks of the main row of handwriting, or None when there is none."""
     labels, found = _marks(ink >= cfg.stroke_level, cfg)
     if not found:
         return None
-    seed = max(found, key=lambda m: m.height * np.sqrt(m.area) * (cfg.edge_weight if m.on_edge else 1.0))
+    seed = max(found, key=lambda m: _prominence(m, cfg))
     row = [seed]
     box = (seed.top, seed.bottom, seed.left, seed.right)
     grown = True

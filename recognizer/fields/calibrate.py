@@ -3,7 +3,7 @@
 The reader's raw confidence (the digits' probabilities multiplied, times how sure it is
 of their number) ranks readings well but is not a probability: the model is
 over-confident, more so on long fields. :class:`Calibration` maps it through a logistic
-curve in its logarithm and the number of digits, fitted (:func:`fit`) on fields whose
+curve in its log-odds and the number of digits, fitted (:func:`fit`) on fields whose
 truth is known; training fits it on fields synthesized from the validation digits and
 stores it in the checkpoint's meta, so that a threshold on ``confidence`` (a job's
 ``--min-confidence``) stands for an error rate.
@@ -18,13 +18,20 @@ import numpy as np
 
 #: meta.json key of a checkpoint's calibration.
 META_KEY = "calibration"
-#: Raw confidences are clipped to at least this before their logarithm is taken.
+#: Raw confidences are clipped to [FLOOR, 1 - FLOOR] before their logarithm is taken.
 FLOOR = 1e-6
+#: The feature a curve is fitted in. "logit" (log-odds of the raw confidence) lets the
+#: calibrated confidence approach 1 as the raw one does; "log" (log of the raw
+#: confidence) saturates at sigmoid(bias + per_digit * digits) and is kept only to read
+#: checkpoints written before "logit" existed.
+FORMS = ("log", "logit")
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(right) = sigmoid(``slope`` * log(raw) + ``per_digit`` * digits + ``bias``)."""
+    """P(right) = sigmoid(``slope`` * f(raw) + ``per_digit`` * digits + ``bias``), where f
+    is the log-odds of the raw confidence (``form`` "logit") or, in older checkpoints,
+    its logarithm ("log")."""
 
     slope: float = 1.0
     per_digit: float = 0.0
@@ -32,11 +39,19 @@ class Calibration:
     #: How many fields it was fitted on, and where they came from.
     fields: int = 0
     source: str = ""
+    #: Metas without the key predate "logit": their curves were fitted in "log".
+    form: str = "log"
+
+    def __post_init__(self) -> None:
+        if self.form not in FORMS:
+            raise ValueError(f"unknown calibration form {self.form!r}; expected one of {FORMS}")
 
     def __call__(self, raw: float, digits: int) -> float:
         """The calibrated confidence of a reading of ``digits`` digits."""
-        z = self.slope * math.log(max(raw, FLOOR)) + self.per_digit * digits + self.bias
-        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+        z = self.slope * _feature(raw, self.form) + self.per_digit * digits + self.bias
+        if z < -700:
+            return 0.0
+        return 1.0 / (1.0 + math.exp(-z))
 
     def to_meta(self) -> dict:
         """The JSON form stored in a checkpoint's meta."""
@@ -49,19 +64,25 @@ class Calibration:
         return cls(**found) if isinstance(found, dict) else None
 
 
-def _features(raw: np.ndarray, digits: np.ndarray) -> np.ndarray:
-    return np.stack([np.log(np.maximum(raw, FLOOR)), digits.astype(np.float64),
-                     np.ones(len(raw))], axis=1)
+def _feature(raw, form: str):
+    """log(raw) or log(raw / (1 - raw)), with raw clipped away from 0 and 1 (works on
+    floats and arrays)."""
+    raw = np.clip(raw, FLOOR, 1.0 - FLOOR)
+    return np.log(raw) - (np.log1p(-raw) if form == "logit" else 0.0)
+
+
+def _features(raw: np.ndarray, digits: np.ndarray, form: str) -> np.ndarray:
+    return np.stack([_feature(raw, form), digits.astype(np.float64), np.ones(len(raw))], axis=1)
 
 
 def fit(raw: np.ndarray, digits: np.ndarray, right: np.ndarray, source: str = "",
-        ridge: float = 1e-3, steps: int = 50) -> Calibration:
+        ridge: float = 1e-3, steps: int = 50, form: str = "logit") -> Calibration:
     """Fit the logistic curve to readings' raw confidences, digit counts and whether each
     was right (Newton's method on the log-likelihood, a small ridge for stability).
     The slope is kept positive, so that a higher raw confidence never calibrates lower."""
     if len(raw) == 0 or right.all() or not right.any():
         raise ValueError("calibration needs readings both right and wrong")
-    x = _features(np.asarray(raw, np.float64), np.asarray(digits))
+    x = _features(np.asarray(raw, np.float64), np.asarray(digits), form)
     y = np.asarray(right, np.float64)
     w = np.array([1.0, 0.0, 0.0])
     for _ in range(steps):
@@ -72,4 +93,5 @@ def fit(raw: np.ndarray, digits: np.ndarray, right: np.ndarray, source: str = ""
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return Calibration(float(max(w[0], 1e-3)), float(w[1]), float(w[2]), int(len(y)), source)
+    return Calibration(float(max(w[0], 1e-3)), float(w[1]), float(w[2]), int(len(y)), source,
+                       form)

@@ -51,8 +51,9 @@ class TrainConfig:
     #: The share of those fields synthesized as real forms (recognizer.data.forms: lines,
     #: boxes, backgrounds, separators, underlines, masks), cut after form cleaning.
     form_share: float = 0.5
-    #: Restyled copies of this share of the training 1s and 7s (recognizer.data.styles:
-    #: the continental 1 with its flag, the crossed 7) join the training digits.
+    #: Restyled copies of this share of the training 1s, 3s and 7s (recognizer.data.styles:
+    #: the continental 1 with its flag, the flat-topped 3, the crossed or hooked 7) join
+    #: the training digits.
     style_share: float = 0.5
     #: The splitter of touching digits (recognizer.training.splitter) trained with the
     #: model and saved in its checkpoints: marks synthesized from the training digits,
@@ -61,7 +62,7 @@ class TrainConfig:
     splitter_epochs: int = SplitterConfig.epochs
     #: Fields synthesized from the validation digits that the run's last checkpoint reads
     #: to calibrate its field confidences (recognizer.fields.calibrate); 0: raw ones.
-    calibration_fields: int = 800
+    calibration_fields: int = 1600
     #: Torch threads of each Ray Train worker on CPUs; None: the cluster's CPUs shared
     #: out among the workers (one worker with every core of a small machine trains
     #: several times faster than two that all-reduce every step).
