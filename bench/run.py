@@ -48,10 +48,29 @@ def _cpu_ticks() -> tuple[int, int] | None:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
+def cpu_description() -> str | None:
+    """The CPU's model, clock and widest vector unit, from /proc/cpuinfo (Linux): the same
+    '2 cores' train and read at rates up to three times apart across hosts."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    vector = next((v.upper().replace("F", "") for v in ("avx512f", "avx2", "avx") if v in flags), "no AVX")
+    mhz = fields.get("cpu MHz")
+    clock = f", {float(mhz) / 1000:.1f} GHz" if mhz else ""
+    return f"{fields.get('model name', 'unknown CPU')}{clock}, {vector}"
+
+
 def _conditions(before: tuple[int, int] | None) -> dict:
-    """When a section was measured, and how much CPU the hypervisor took meanwhile: on a
-    shared VM, stolen time slows every number of the section, and it varies by the hour."""
-    out = {"measured_at": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"}
+    """When a section was measured, on which CPU, and how much CPU the hypervisor took
+    meanwhile: on a shared VM, stolen time slows every number of the section, and it
+    varies by the hour."""
+    out = {"measured_at": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+           "cpu": cpu_description()}
     after = _cpu_ticks()
     if before and after and after[1] > before[1]:
         out["cpu_steal_percent"] = round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
@@ -66,7 +85,8 @@ def _conditions_line(results: dict) -> str:
     stolen = "" if steal is None else (
         f"; CPU time taken by the hypervisor (steal) during the section: **{steal}%**"
         + (" — every figure above is slowed by it" if steal >= 5 else ""))
-    return f"_Measured {c['measured_at']}{stolen}._\n"
+    cpu = f" on {c['cpu']}" if c.get("cpu") else ""
+    return f"_Measured {c['measured_at']}{cpu}{stolen}._\n"
 
 
 def _run_section(name: str, data_dir: str, checkpoint: str | None) -> dict:
