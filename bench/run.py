@@ -48,6 +48,10 @@ def _cpu_ticks() -> tuple[int, int] | None:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
+#: /proc/cpuinfo flags of the vector units torch's CPU kernels use, widest first.
+VECTOR_UNITS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+
+
 def cpu_description() -> str | None:
     """The CPU's model, clock and widest vector unit, from /proc/cpuinfo (Linux): the same
     '2 cores' train and read at rates up to three times apart across hosts."""
@@ -59,7 +63,7 @@ def cpu_description() -> str | None:
     fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = set(fields.get("flags", "").split())
-    vector = next((v.upper().replace("F", "") for v in ("avx512f", "avx2", "avx") if v in flags), "no AVX")
+    vector = next((name for flag, name in VECTOR_UNITS if flag in flags), "no AVX")
     mhz = fields.get("cpu MHz")
     clock = f", {float(mhz) / 1000:.1f} GHz" if mhz else ""
     return f"{fields.get('model name', 'unknown CPU')}{clock}, {vector}"

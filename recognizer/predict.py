@@ -85,13 +85,23 @@ class Recognizer:
 def _for_inference(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of an eval-mode model with each batch norm folded into the convolution
     before it: the same function to float rounding, and 1.3-1.5x faster on this machine's
-    CPUs (bench/RESULTS.md). ``model`` itself stays as loaded (it is what gets saved)."""
-    from torch.fx.experimental.optimization import fuse
+    CPUs (bench/RESULTS.md). ``model`` itself stays as loaded (it is what gets saved).
 
-    try:
-        return fuse(model)
-    except Exception:  # noqa: BLE001 - a model torch.fx cannot trace simply runs unfused
+    Folded layer by layer in the model's own ``Sequential``, not by torch.fx: fx's tracer
+    patches every module's ``__call__`` while it traces, so a model loaded in one thread
+    broke the forwards other threads were running (a replica loading its next checkpoint
+    while it serves). Models of another shape run unfolded."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if not isinstance(model, torch.nn.Sequential) or model.training:
         return model
+    layers: list[torch.nn.Module] = []
+    for layer in model:
+        if isinstance(layer, torch.nn.BatchNorm2d) and layers and isinstance(layers[-1], torch.nn.Conv2d):
+            layers[-1] = fuse_conv_bn_eval(layers[-1], layer)
+        else:
+            layers.append(layer)
+    return torch.nn.Sequential(*layers).eval()
 
 
 def load(uri: str | None = None, device: torch.device | str | None = None,

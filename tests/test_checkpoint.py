@@ -179,3 +179,32 @@ def test_an_output_root_with_several_runs_is_an_error_naming_them(trained_checkp
     assert storage.join(output_root, "alpha") in str(err.value)  # what to pass instead
     # Naming one of them works.
     assert checkpoint.resolve(storage.join(output_root, "beta")).endswith("beta/checkpoint_epoch0001")
+
+
+def test_loading_a_model_while_another_one_runs_breaks_no_forward():
+    # A Serve replica loads its next checkpoint in a thread while its current model
+    # answers requests in another: loading must not disturb a running forward.
+    import threading
+
+    serving = recognizer.load()
+    x = np.random.default_rng(0).random((8, 28, 28), dtype=np.float32)
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def forwards() -> None:
+        while not stop.is_set():
+            try:
+                serving.predict_tensors(x)
+            except BaseException as exc:  # noqa: BLE001 - every failure is the finding
+                failures.append(exc)
+                return
+
+    worker = threading.Thread(target=forwards)
+    worker.start()
+    try:
+        for _ in range(30):
+            recognizer.load()
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not failures, repr(failures[0])
