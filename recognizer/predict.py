@@ -83,9 +83,10 @@ class Recognizer:
 
 
 def _for_inference(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of an eval-mode model with each batch norm folded into the convolution
-    before it: the same function to float rounding, and 1.3-1.5x faster on this machine's
-    CPUs (bench/RESULTS.md). ``model`` itself stays as loaded (it is what gets saved).
+    """An eval-mode model with each batch norm folded into (a copy of) the convolution
+    before it, its other layers shared with ``model``: the same function to float
+    rounding, and 1.2-1.5x faster on this machine's CPUs (bench/RESULTS.md).
+    ``model`` itself stays as loaded (it is what gets saved).
 
     Folded layer by layer in the model's own ``Sequential``, not by torch.fx: fx's tracer
     patches every module's ``__call__`` while it traces, so a model loaded in one thread
