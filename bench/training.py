@@ -92,7 +92,7 @@ def run_bench(data_dir: str, workdir: str) -> dict:
     results = {"default": _train(data_dir, out, name="default")}
     results["fast"] = _train(data_dir, out, name="fast", epochs=FAST_EPOCHS)
     compare = {}
-    for model in ("perceptron", "mlp", "seed-cnn", "best"):
+    for model in ("perceptron", "mlp", "seed-cnn", "best", "wide"):
         # Architectures compared on the digits alone, as single-digit classifiers.
         r = _train(data_dir, out, name=f"compare-{model}", model=model, epochs=COMPARE_EPOCHS,
                    field_pieces=0, splitter_epochs=0)

@@ -33,7 +33,7 @@ DIGITS = 10
 NOT_A_DIGIT = 10
 
 #: Default model of the registry.
-DEFAULT_MODEL = "best"
+DEFAULT_MODEL = "wide"
 
 #: Images per inference batch: predict()'s default, and a batch job's (JobConfig.batch_size).
 PREDICT_BATCH_SIZE = 512

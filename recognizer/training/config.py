@@ -27,7 +27,7 @@ class TrainConfig:
     model: str = settings.DEFAULT_MODEL
     workers: int = 1
     use_gpu: bool = False
-    epochs: int = 20
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 4e-3
     weight_decay: float = 5e-4
