@@ -56,7 +56,7 @@ def test_the_bundled_model_reads_the_test_digits(mnist_test):
     model = recognizer.load()
     assert model.meta["uri"] == bundled.folder() and model.splitter is not None
     acc = (model.predict_tensors(mnist_test.images).argmax(1) == mnist_test.labels).mean()
-    # The default recipe trades a little MNIST for real forms (99.35% as bundled; issue 17
+    # The default recipe trades a little MNIST for real forms (99.33% as bundled; issue 17
     # asked for 99.4%): the floor a rebuild must hold, and the meta must say the truth.
     assert acc >= 0.993, f"{acc:.2%}"
     assert acc == pytest.approx(model.meta["accuracy"], abs=1e-4)
