@@ -204,3 +204,21 @@ def test_a_long_dash_in_the_cell_does_not_take_the_place_of_a_small_number(mnist
     cleaned = clean(cell)
     assert _marks(cleaned.ink) == _marks(clean(field).ink)
     assert cleaned.origin[1] >= 100 - h  # cropped to the number, not to the dash
+
+
+def test_a_faint_number_is_found_beside_darker_print(mnist_test_raw):
+    # Grey, faded scans: a printed line at the foot of the cell is far darker than the
+    # pen. The print sets the ink's scale; the whole number must still be the row.
+    images, _ = mnist_test_raw
+    field, spans = _field(images, 2)
+    paper = 225.0
+    faint = (paper - (255.0 - field.astype(np.float32)) * 0.45).astype(np.uint8)
+    h, w = faint.shape
+    cell = np.full((h + 110, w + 40), int(paper), np.uint8)
+    cell[30:30 + h, 20:20 + w] = faint
+    cv2.putText(cell, "Printed for the parish", (4, h + 90), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 0, 1)
+    cleaned = clean(cell)
+    left, top = cleaned.origin
+    assert top <= 30 + h // 2  # the number's row, not the print's
+    # Every digit is in the crop, the first as well as the last.
+    assert left <= 20 + spans[0][0] and left + cleaned.ink.shape[1] >= 20 + spans[-1][1]

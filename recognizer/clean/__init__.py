@@ -22,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from recognizer.clean.background import ink_map
+from recognizer.clean.background import ink_map, scale_of
 from recognizer.clean.config import CleanConfig, Cleaned
 from recognizer.clean.digit import without_end_marks
 from recognizer.clean.lines import remove_lines
@@ -38,6 +38,16 @@ def _near(mask: np.ndarray) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
 
 
+def _own_scale(ink: np.ndarray, row: np.ndarray, cfg: CleanConfig) -> np.ndarray | None:
+    """The ink map scaled to the row's own strongest strokes, when they are fainter than
+    ``cfg.faint_row`` (print or a border elsewhere, darker than the pen, set the map's
+    scale); None when the row is not faint."""
+    level = scale_of(np.where(row, ink, 0.0).astype(np.float32))
+    if level >= cfg.faint_row:
+        return None
+    return np.clip(ink / max(level, cfg.stroke_level), 0.0, 1.0).astype(np.float32)
+
+
 def clean(grey: np.ndarray, cfg: CleanConfig | None = None) -> Cleaned:
     """A greyscale field image -> the ink of its row of handwriting, cropped.
 
@@ -51,6 +61,9 @@ def clean(grey: np.ndarray, cfg: CleanConfig | None = None) -> Cleaned:
     if row is None:
         raise NoDigits("no digits found: the image holds no handwriting, only paper, lines, "
                        "borders or background")
+    rescaled = _own_scale(ink, row, cfg)
+    if rescaled is not None:
+        ink, row = rescaled, locate(rescaled, cfg)
     ink = np.where(_near(row), ink, 0.0).astype(np.float32)
     # An underline is never all there is: a flat mark alone stays (it may be a digit).
     without = remove_underlines(ink, pen, cfg)

@@ -75,7 +75,7 @@ def _masks(background: np.ndarray, cfg: CleanConfig, reach: int = 3) -> np.ndarr
     return cv2.dilate(masked.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0
 
 
-def _scale(ink: np.ndarray) -> float:
+def scale_of(ink: np.ndarray) -> float:
     """The ink level of the strongest strokes: found where the blurred ink is strong, so
     that paper grain and JPEG speckle (single pixels) do not set it."""
     smooth = cv2.GaussianBlur(ink, (0, 0), 1.0)
@@ -116,11 +116,11 @@ def ink_map(grey: np.ndarray, cfg: CleanConfig) -> tuple[np.ndarray, float]:
     # Masks are found before the blur, which smears their edge into a band of "ink";
     # the band goes with them.
     darker[_masks(closed, cfg, reach=k)] = 0.0
-    contrast = _scale(darker)
+    contrast = scale_of(darker)
     if contrast < MIN_CONTRAST:
         raise BlankImage(blank_message(contrast))
     ink = np.clip(darker / np.maximum(background, 1.0), 0.0, 1.0)
-    ink = np.clip(ink / max(_scale(ink), 1e-3), 0.0, 1.0).astype(np.float32)
+    ink = np.clip(ink / max(scale_of(ink), 1e-3), 0.0, 1.0).astype(np.float32)
     strokes = ink >= cfg.stroke_level
     if _dense(ink, strokes, cfg):
         level = cv2.threshold(np.rint(ink * 255).astype(np.uint8), 0, 255,

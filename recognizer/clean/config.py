@@ -38,6 +38,9 @@ class CleanConfig:
     min_ridge_cap: float = 4.0
     #: Faint ink, down to this level, still counts when lines are traced.
     faint_level: float = 0.2
+    #: A row whose own strongest strokes are fainter than this (print or a border set the
+    #: ink's scale) is scaled up to its own strokes.
+    faint_row: float = 0.7
     #: A ruling line runs at least this share of the image's width (horizontal) or
     #: height (vertical), and at least ``line_strokes`` stroke widths (digits' strokes
     #: are rarely that long) or, in an image shorter than that, ``line_span`` of it.
@@ -109,7 +112,7 @@ class CleanConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
-        for name in ("stroke_level", "faint_level", "mask_level", "line_width_share",
+        for name in ("stroke_level", "faint_level", "faint_row", "mask_level", "line_width_share",
                      "line_height_share", "line_coverage", "edge_line_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
