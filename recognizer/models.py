@@ -84,14 +84,14 @@ def _compact_cnn(widths: tuple[int, int, int, int, int], classes: int) -> nn.Mod
 
 def best(classes: int = DIGITS) -> nn.Module:
     """The compact CNN, built for accuracy per FLOP: about 5.5 M multiply-adds and 70 k
-    weights, against the seed CNN's 13 M and 2.4 M; the default before :func:`wide`."""
+    weights, against the seed CNN's 13 M and 2.4 M."""
     return _compact_cnn((16, 32, 32, 64, 64), classes)
 
 
 def wide(classes: int = DIGITS) -> nn.Module:
-    """The default CNN: :func:`best` at twice its width, about 22 M multiply-adds and
-    280 k weights. The extra capacity buys little on MNIST itself but reads other
-    writers' digits on real forms markedly better (docs/forms.md)."""
+    """:func:`best` at twice its width: about 22 M multiply-adds and 280 k weights. The
+    capacity goes to writing styles MNIST lacks; what it buys and costs on real forms
+    is measured in docs/forms.md."""
     return _compact_cnn((32, 64, 64, 128, 128), classes)
 
 
