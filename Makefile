@@ -8,6 +8,8 @@ export DIGITS_DATA
 # Real fields for the benchmark only (development set, never in the repository).
 DIGITS_ROWID ?= $(abspath ../shared/data/rowid-dev)
 export DIGITS_ROWID
+DIGITS_CHEQUE ?= $(abspath ../shared/data/cheque-dev)
+export DIGITS_CHEQUE
 
 .PHONY: setup system-packages test lint demo bench bundled-model clean
 

@@ -19,7 +19,8 @@ from recognizer import settings
 from recognizer.runtime import ray_session
 
 SECTIONS = {"training": "bench.training", "serving": "bench.serving", "jobs": "bench.jobs",
-            "fields": "bench.fields", "forms": "bench.forms", "scale": "bench.scale"}
+            "fields": "bench.fields", "forms": "bench.forms", "devsets": "bench.devsets",
+            "scale": "bench.scale"}
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
 WORK_DIR = os.path.join(HERE, ".work")

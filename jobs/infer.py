@@ -74,6 +74,17 @@ class ModelActor:
             self._images.inc(len(x))
         return probs, seconds
 
+    def read(self, canvas: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+        """((per-column probabilities, boxes), seconds) of the learned field reader on fitted
+        uint8 canvases (``Recognizer.read_tensors``)."""
+        start = time.perf_counter()
+        outputs = self.model.read_tensors(canvas)
+        seconds = time.perf_counter() - start
+        if self._latency is not None and len(canvas):
+            self._latency.observe(seconds)
+            self._images.inc(len(canvas))
+        return outputs, seconds
+
 
 def actor_name(job_id: str, index: int) -> str:
     """Model actors are named so operators (and tests) can find them with `ray list actors`;

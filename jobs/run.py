@@ -162,7 +162,7 @@ class _ShardRun:
     def _splitter(self):
         """Field mode: the checkpoint's splitter weights in the object store, for the shard
         tasks that segment the fields (None without a splitter, or in digit mode)."""
-        if self.cfg.mode != "field":
+        if self.cfg.mode != "field" or self._learned():
             return None
         try:
             raw = checkpoint.read_splitter(self.meta)
@@ -170,10 +170,17 @@ class _ShardRun:
             raise JobError(f"cannot use checkpoint: {exc}") from exc
         return ray.put(raw) if raw is not None else None
 
+    def _learned(self) -> bool:
+        """Field mode with a checkpoint that has a learned reader."""
+        return self.cfg.mode == "field" and bool(self.meta.get(checkpoint.READER_HASH))
+
     def _calibration(self) -> dict | None:
-        """Field mode: the checkpoint's confidence calibration, for the shard tasks."""
+        """Field mode: the checkpoint's confidence calibration (its learned reader's, when
+        it has one), for the shard tasks."""
         if self.cfg.mode != "field":
             return None
+        if self._learned():
+            return (self.meta.get("reader") or {}).get("calibration")
         from recognizer.fields.calibrate import META_KEY  # scipy: field jobs only
 
         return self.meta.get(META_KEY)
@@ -184,7 +191,7 @@ class _ShardRun:
         settings = ShardSettings(cfg.id_column, cfg.image_column, cfg.batch_size,
                                  self.meta["version"], cfg.mode, cfg.field_length,
                                  cfg.min_confidence, self._calibration(), self.aws,
-                                 self._splitter())
+                                 self._splitter(), self._learned())
         task = ray.remote(process_shard).options(num_cpus=cfg.task_cpus, max_retries=TASK_RETRIES,
                                                  retry_exceptions=False)
         pending: dict = {}

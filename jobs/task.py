@@ -47,6 +47,9 @@ class ShardSettings:
     #: Field mode: an object ref to the checkpoint's splitter weights, put once by the
     #: driver (segmentation runs in the shard tasks), or None when it has no splitter.
     splitter: object = None
+    #: Field mode: the checkpoint has a learned reader; fields are fitted here and read
+    #: whole by the actors instead of segmented.
+    learned: bool = False
 
 
 @dataclass
@@ -100,9 +103,11 @@ class _Fields:
     probabilities come from the actors, and the cutting is chosen back here."""
 
     def __init__(self, length: int | None = None, splitter: bytes | None = None,
-                 min_confidence: float | None = None, calibration: dict | None = None) -> None:
+                 min_confidence: float | None = None, calibration: dict | None = None,
+                 learned: bool = False) -> None:
         from recognizer.fields.calibrate import Calibration
 
+        self.learned = learned
         self.length = length
         self.min_confidence = min_confidence
         self.calibration = Calibration(**calibration) if calibration else None
@@ -118,14 +123,20 @@ class _Fields:
     def submit(self, images: list, actor) -> tuple:
         from recognizer.fields import prepare_fields  # scipy: imported by field jobs only
 
-        plan = prepare_fields(images, length=self.length, split=self.split)
-        return plan, (actor.probabilities.remote(plan.inputs, True) if len(plan.inputs) else None)
+        plan = prepare_fields(images, length=self.length, split=self.split, learned=self.learned)
+        if not len(plan.inputs):
+            return plan, None
+        if self.learned:
+            return plan, actor.read.remote(plan.inputs)
+        return plan, actor.probabilities.remote(plan.inputs, True)
 
     def collect(self, item: tuple) -> float | None:
         from recognizer.fields import assemble_fields
 
         plan, ref = item
-        if ref is None:  # no piece to read: every field of the batch failed
+        if ref is None and plan.learned:  # no field decoded: every one of the batch failed
+            probs, seconds = (np.zeros((0, 1, 1), np.float32), np.zeros((0, 4), np.float32)), None
+        elif ref is None:  # no piece to read: every field of the batch failed
             probs, seconds = np.zeros((0, settings.DIGITS + 1), np.float32), None
         else:
             probs, seconds = ray.get(ref)
@@ -163,7 +174,7 @@ def _label_shard(shard_uri: str, out_uri: str, actors: list, first_actor: int,
     reader = source.ShardReader(shard_uri, cfg.id_column, cfg.image_column)
     if cfg.mode == "field":
         mode = _Fields(cfg.field_length, ray.get(cfg.splitter) if cfg.splitter is not None else None,
-                       cfg.min_confidence, cfg.calibration)
+                       cfg.min_confidence, cfg.calibration, cfg.learned)
     else:
         mode = _Digits()
     id_parts: list[pa.Array] = []

@@ -6,7 +6,9 @@ A checkpoint is a folder (local or ``s3://``) with
 * ``meta.json``: model name, preprocessing version, training metadata,
 * ``train_state.pt`` (optional): optimizer and schedule state for resuming,
 * ``splitter.pt`` (optional): the splitter of touching digits that field reading uses
-  (:mod:`recognizer.splitter`), trained in the same run.
+  (:mod:`recognizer.splitter`), trained in the same run,
+* ``reader.pt`` (optional): the learned field reader (:mod:`recognizer.reader`), its
+  architecture, metrics and calibration under ``meta["reader"]``.
 
 Tensors are read with ``torch.load(weights_only=True)``, which refuses to unpickle
 anything but tensors and plain containers, so a checkpoint cannot run code on load.
@@ -36,6 +38,7 @@ FORMAT = "formdigits-checkpoint"
 FORMAT_VERSION = 1
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "meta.json", "train_state.pt"
 SPLITTER_FILE = "splitter.pt"
+READER_FILE = "reader.pt"
 #: What a checkpoint URI may name (:func:`resolve`), for the commands' --checkpoint help.
 CHECKPOINT_HELP = ("checkpoint folder, training run, or the folder given to `digits train "
                    "--output` when it holds one run (local or s3://); default: the model "
@@ -44,6 +47,8 @@ CHECKPOINT_HELP = ("checkpoint folder, training run, or the folder given to `dig
 WEIGHTS_HASH = "weights_sha256"
 #: meta.json key holding the sha256 of splitter.pt, in checkpoints that have one.
 SPLITTER_HASH = "splitter_sha256"
+#: meta.json key holding the sha256 of reader.pt, in checkpoints that have one.
+READER_HASH = "reader_sha256"
 
 
 def code_version() -> str:
@@ -66,25 +71,27 @@ def code_version() -> str:
     return f"{ver}+g{sha}{'.dirty' if dirty else ''}" if sha else ver
 
 
-def _tensor_bytes(obj: Any) -> bytes:
+def tensor_bytes(obj: Any) -> bytes:
+    """``obj`` (tensors in plain containers) as the bytes of a ``.pt`` file."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
 
 
 def save(folder: str, model: nn.Module, meta: dict, train_state: dict | None = None,
-         splitter: bytes | None = None) -> None:
+         splitter: bytes | None = None, reader: bytes | None = None) -> None:
     """Write a checkpoint folder (local path or s3:// URI); ``splitter``: the splitter's
-    weights (``recognizer.splitter.state_bytes``), if the run trained one."""
+    weights (``recognizer.splitter.state_bytes``), if the run trained one; ``reader``: the
+    field reader's (:func:`tensor_bytes` of its state dict), described by ``meta["reader"]``."""
     if meta.get("model") not in MODELS:
         raise CheckpointError(f"meta['model'] must name a registered model, got {meta.get('model')!r}")
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
-    weights = _tensor_bytes(state)
+    weights = tensor_bytes(state)
     # The weights' hash in meta.json lets identify() name the version without reading
     # the weights; loading always hashes the weights themselves.
     # A splitter hash in meta (from a loaded checkpoint) describes this folder only when
     # the splitter is written with it.
-    meta = {k: v for k, v in meta.items() if k != SPLITTER_HASH}
+    meta = {k: v for k, v in meta.items() if k not in (SPLITTER_HASH, READER_HASH)}
     full = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "preprocess_version": settings.PREPROCESS_VERSION, **meta,
             "classes": _classes(model), WEIGHTS_HASH: hashlib.sha256(weights).hexdigest()}
@@ -92,8 +99,13 @@ def save(folder: str, model: nn.Module, meta: dict, train_state: dict | None = N
     if splitter is not None:
         full[SPLITTER_HASH] = hashlib.sha256(splitter).hexdigest()
         storage.write_bytes(storage.join(folder, SPLITTER_FILE), splitter)
+    if reader is not None:
+        if not isinstance(meta.get("reader"), dict) or "name" not in meta["reader"]:
+            raise CheckpointError("a checkpoint with reader weights needs meta['reader']['name']")
+        full[READER_HASH] = hashlib.sha256(reader).hexdigest()
+        storage.write_bytes(storage.join(folder, READER_FILE), reader)
     if train_state is not None:
-        storage.write_bytes(storage.join(folder, STATE_FILE), _tensor_bytes(train_state))
+        storage.write_bytes(storage.join(folder, STATE_FILE), tensor_bytes(train_state))
     # meta.json last: its presence marks the checkpoint complete.
     storage.write_bytes(storage.join(folder, META_FILE),
                         json.dumps(full, indent=2, sort_keys=True).encode())
@@ -241,25 +253,36 @@ def load(uri: str) -> tuple[nn.Module, dict]:
 def files(meta: dict) -> list[str]:
     """The files a copy of the checkpoint ``meta`` describes needs, meta.json last (its
     presence marks a checkpoint complete); the training state is left out."""
-    return [MODEL_FILE, *([SPLITTER_FILE] if meta.get(SPLITTER_HASH) else []), META_FILE]
+    return [MODEL_FILE, *([SPLITTER_FILE] if meta.get(SPLITTER_HASH) else []),
+            *([READER_FILE] if meta.get(READER_HASH) else []), META_FILE]
+
+
+def _read_part(meta: dict, name: str, hash_key: str, what: str) -> bytes | None:
+    digest = meta.get(hash_key)
+    if not digest:
+        return None
+    uri = storage.join(meta["uri"], name)
+    try:
+        raw = storage.read_bytes(uri)
+    except StorageError as exc:
+        raise CheckpointError(f"{meta['uri']} lists a {what} but it cannot be read: {exc}") from exc
+    if hashlib.sha256(raw).hexdigest() != digest:
+        raise CheckpointError(f"{uri} does not match the hash in {META_FILE}: the checkpoint "
+                              "was changed or only partly copied")
+    return raw
 
 
 def read_splitter(meta: dict) -> bytes | None:
     """The splitter's weights from the checkpoint ``meta`` describes (as returned by
     :func:`identify` or :func:`load`), checked against the hash meta.json records; None
     when the checkpoint has no splitter."""
-    digest = meta.get(SPLITTER_HASH)
-    if not digest:
-        return None
-    uri = storage.join(meta["uri"], SPLITTER_FILE)
-    try:
-        raw = storage.read_bytes(uri)
-    except StorageError as exc:
-        raise CheckpointError(f"{meta['uri']} lists a splitter but it cannot be read: {exc}") from exc
-    if hashlib.sha256(raw).hexdigest() != digest:
-        raise CheckpointError(f"{uri} does not match the hash in {META_FILE}: the checkpoint "
-                              "was changed or only partly copied")
-    return raw
+    return _read_part(meta, SPLITTER_FILE, SPLITTER_HASH, "splitter")
+
+
+def read_reader(meta: dict) -> bytes | None:
+    """The field reader's weights from the checkpoint ``meta`` describes, checked against
+    the hash meta.json records; None when the checkpoint has no reader."""
+    return _read_part(meta, READER_FILE, READER_HASH, "field reader")
 
 
 def state_dict(raw: bytes, what: str) -> dict:

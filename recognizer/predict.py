@@ -17,7 +17,7 @@ from recognizer.preprocess import as_image_list, preprocess_many
 from recognizer.results import Predictions
 from recognizer.splitter import Splitter, from_state
 
-__all__ = ["Predictions", "Recognizer", "load", "load_splitter", "select_device"]
+__all__ = ["Predictions", "Recognizer", "load", "load_reader", "load_splitter", "select_device"]
 
 
 def select_device(use_gpu: bool | None = None) -> torch.device:
@@ -32,13 +32,17 @@ class Recognizer:
     splitter of touching digits, which field reading uses when present."""
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: torch.device | None = None,
-                 batch_size: int = settings.PREDICT_BATCH_SIZE, splitter: Splitter | None = None):
+                 batch_size: int = settings.PREDICT_BATCH_SIZE, splitter: Splitter | None = None,
+                 reader: torch.nn.Module | None = None):
         self.device = device or select_device()
         self.model = model.to(self.device).eval()
         self._net = _for_inference(self.model)
         self.meta = meta
         self.batch_size = batch_size
         self.splitter = splitter
+        #: The learned field reader (recognizer.reader), when the checkpoint has one:
+        #: field reading then runs it instead of segmenting.
+        self.reader = reader.to(self.device).eval() if reader is not None else None
 
     @property
     def version(self) -> str:
@@ -65,6 +69,16 @@ class Recognizer:
                 probs = torch.softmax(logits if not_a_digit else logits[:, :settings.DIGITS], dim=1)
                 out[i:i + len(xb), :probs.shape[1]] = probs.cpu().numpy()
         return out
+
+    def read_tensors(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The field reader on fitted uint8 canvases (``recognizer.reader.read.prepare``):
+        per-column probabilities and the boxes read at (``recognizer.reader.read.run``)."""
+        from recognizer.reader.read import run
+
+        if self.reader is None:
+            raise CheckpointError(f"{self.meta.get('uri')} has no field reader: train one with "
+                                  "`digits train` (--reader-epochs)")
+        return run(self.reader, canvas, self.device)
 
     def predict(self, images: Sequence[bytes | np.ndarray] | np.ndarray) -> Predictions:
         """Recognise a batch: encoded images or uint8 arrays in, labels and confidences out."""
@@ -114,7 +128,23 @@ def load(uri: str | None = None, device: torch.device | str | None = None,
 
     model, meta = checkpoint.load(default_checkpoint(uri))
     dev = torch.device(device) if isinstance(device, str) else device
-    return Recognizer(model, meta, dev, batch_size, load_splitter(meta, dev))
+    return Recognizer(model, meta, dev, batch_size, load_splitter(meta, dev), load_reader(meta))
+
+
+def load_reader(meta: dict) -> torch.nn.Module | None:
+    """The field reader of the checkpoint ``meta`` describes, eval-mode, or None."""
+    from recognizer.reader.model import build_reader
+
+    raw = checkpoint.read_reader(meta)
+    if raw is None:
+        return None
+    net = build_reader(meta["reader"]["name"])
+    try:
+        net.load_state_dict(checkpoint.state_dict(raw, checkpoint.READER_FILE))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{meta['uri']}/{checkpoint.READER_FILE} does not fit reader "
+                              f"{meta['reader']['name']!r}: {exc}") from exc
+    return net.eval().to(memory_format=torch.channels_last)
 
 
 def load_splitter(meta: dict, device: torch.device | None = None) -> Splitter | None:

@@ -38,6 +38,7 @@ from recognizer import settings
 from recognizer.errors import ImageError
 from recognizer.fields import assemble_fields, prepare_fields
 from recognizer.fields.calibrate import Calibration
+from recognizer.fields.read import reader_calibration
 from recognizer.predict import Recognizer, load, select_device
 from recognizer.preprocess import as_image_list, preprocess, preprocess_many
 from recognizer.results import Failure, Predictions, digit_entry, field_entry
@@ -168,7 +169,7 @@ class DigitRecognizer:
         old, self.recognizer = self.recognizer, new
         batch = int(user_config.get("max_batch_size", ServeConfig.max_batch_size))
         wait_s = float(user_config.get("batch_wait_ms", ServeConfig.batch_wait_ms)) / 1000
-        for batched in (self._infer, self._infer_pieces):
+        for batched in (self._infer, self._infer_pieces, self._read_canvases):
             batched.set_max_batch_size(batch)
             batched.set_batch_wait_timeout_s(wait_s)
         log.info("serving model %s from %s (was %s)", new.version, new.meta.get("uri"),
@@ -209,6 +210,24 @@ class DigitRecognizer:
             out.append((probs[at:at + len(stack)], version))
             at += len(stack)
         return out
+
+    def _read_forward(self, canvas: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+        """The learned reader on a batch of canvases, timed and counted."""
+        rec = self.recognizer
+        start = time.perf_counter()
+        outputs = rec.read_tensors(canvas)
+        self.metrics.inference_latency_ms.observe((time.perf_counter() - start) * 1000,
+                                                  tags={"path": "read"})
+        self.metrics.batch_size.observe(len(canvas), tags={"path": "read"})
+        return outputs, rec.version
+
+    @serve.batch(**_BATCHING)
+    async def _read_canvases(self, canvases: list[np.ndarray]) -> list[tuple[tuple, str]]:
+        """Concurrent field reads of the learned reader, one canvas each, as one batch."""
+        self.read_batches += 1
+        self.batched_reads += len(canvases)
+        (probs, boxes), version = await asyncio.to_thread(self._read_forward, np.stack(canvases))
+        return [((probs[i:i + 1], boxes[i:i + 1]), version) for i in range(len(canvases))]
 
     async def _run_many(self, images: list[bytes | np.ndarray], path: str) -> tuple[Predictions, str]:
         x, errors = await asyncio.to_thread(preprocess_many, images)
@@ -258,6 +277,10 @@ class DigitRecognizer:
         body = await inputs.read_body(request, self.max_body_bytes)
         image = inputs.single_image(inputs.media_type(request), body)
         rec = self.recognizer
+        if rec.reader is not None:
+            result, version = await self._read_learned(image, length, rec)
+            self.metrics.images.inc(tags={"endpoint": "read"})
+            return JSONResponse(field_entry(result, version))
         # Segmentation runs off the event loop; an ImageError (blank field, too many
         # components, bad bytes) becomes a 422. The pieces join the batching queue.
         plan = await asyncio.to_thread(prepare_fields, [image], None, length, rec.splitter)
@@ -273,6 +296,18 @@ class DigitRecognizer:
             raise result
         self.metrics.images.inc(tags={"endpoint": "read"})
         return JSONResponse(field_entry(result, version))
+
+    async def _read_learned(self, image, length: int | None, rec: Recognizer):
+        """One field through the learned reader: fitted off the event loop (an
+        ImageError becomes a 422), its canvas joining the reader's batching queue."""
+        plan = await asyncio.to_thread(prepare_fields, [image], None, length, None, None, True)
+        if isinstance(plan.canvases.entries[0], ImageError):
+            raise plan.canvases.entries[0]
+        outputs, version = await self._read_canvases(plan.inputs[0])
+        [result] = assemble_fields(plan, outputs, None, reader_calibration(rec.meta))
+        if isinstance(result, ImageError):  # no digit read: lines, background, marks alone
+            raise result
+        return result, version
 
     @api.get("/v1/health")
     async def health(self) -> JSONResponse:

@@ -35,6 +35,8 @@ from recognizer.fields.peel import SplitFn
 from recognizer.fields.score import ScoreConfig, best_path, candidate_score
 from recognizer.normalize import normalize_stack
 from recognizer.preprocess import as_image_list
+from recognizer.reader import read as reader_read
+from recognizer.reader.read import CanvasPlan
 from recognizer.results import FieldResult
 
 if TYPE_CHECKING:  # the model (and torch) is needed only by read_fields' caller
@@ -84,25 +86,43 @@ def model_inputs(pieces: list[Piece]) -> np.ndarray:
 
 @dataclass
 class FieldPlan:
-    """Fields cut into pieces, waiting for the model: ``inputs`` (M, 28, 28) holds every
-    candidate piece of every field, in order; ``entries`` holds per image either its
-    lattice of candidates or the :class:`ImageError` it raised."""
+    """Fields ready for the model. Segmented: ``inputs`` (M, 28, 28) holds every
+    candidate piece of every field, in order, and ``entries`` per image its lattice of
+    candidates or the :class:`ImageError` it raised. For the learned reader
+    (``canvases`` set): ``inputs`` holds one fitted canvas per field that decoded."""
 
     inputs: np.ndarray
     entries: list[Lattice | ImageError]
     length: int | None = None
+    canvases: CanvasPlan | None = None
+
+    @property
+    def learned(self) -> bool:
+        """Whether the plan is for the learned reader (outputs: probabilities, boxes)."""
+        return self.canvases is not None
+
+
+def reader_calibration(meta: dict) -> Calibration | None:
+    """The learned reader's calibration from a checkpoint's meta, or None."""
+    found = (meta.get("reader") or {}).get("calibration")
+    return Calibration(**found) if isinstance(found, dict) else None
 
 
 def prepare_fields(images: Sequence[bytes | np.ndarray] | np.ndarray,
                    config: SegmentConfig | None = None, length: int | None = None,
-                   split: SplitFn | None = None, cleaning: CleanConfig | None = None) -> FieldPlan:
-    """Decode and segment fields; the half of :func:`read_fields` before the digit model.
+                   split: SplitFn | None = None, cleaning: CleanConfig | None = None,
+                   learned: bool = False) -> FieldPlan:
+    """Decode and segment fields (or, ``learned``, fit them for the checkpoint's learned
+    reader); the half of :func:`read_fields` before the model.
 
     Batch jobs run this in their shard tasks and send ``plan.inputs`` to the model
     actors, the Serve application through its batching queue; :func:`assemble_fields`
-    turns the probabilities back into strings. ``split``: the checkpoint's splitter of
+    turns the model's outputs back into strings. ``split``: the checkpoint's splitter of
     touching digits (``Recognizer.splitter``), if it has one.
     """
+    if learned:
+        canvases = reader_read.prepare(as_image_list(images))
+        return FieldPlan(canvases.inputs, [], length, canvases)
     config = config or SegmentConfig()
     config.validate()
     entries: list[Lattice | ImageError] = []
@@ -156,16 +176,22 @@ def _read(lattice: Lattice, probs: np.ndarray, length: int | None, cfg: ScoreCon
     return FieldResult("".join(text), tuple(confs), confidence, tuple(boxes), "".join(raw))
 
 
-def assemble_fields(plan: FieldPlan, probs: np.ndarray, scoring: ScoreConfig | None = None,
-                    calibration: Calibration | None = None) -> list[FieldResult | ImageError]:
+def assemble_fields(plan: FieldPlan, probs: np.ndarray | tuple[np.ndarray, np.ndarray],
+                    scoring: ScoreConfig | None = None, calibration: Calibration | None = None
+                    ) -> list[FieldResult | ImageError]:
     """Pick each field's best chain of candidates from the pieces' probabilities and spell
-    out the strings: one :class:`FieldResult` or :class:`ImageError` per image.
+    out the strings: one :class:`FieldResult` or :class:`ImageError` per image. For a
+    learned plan, ``probs`` is ``Recognizer.read_tensors``' (probabilities, boxes) and
+    ``calibration`` the reader's (:func:`reader_calibration`).
 
     ``probs``: (N, 11) from ``predict_tensors(plan.inputs, not_a_digit=True)``, or (N, 10)
     from a model without the not-a-digit class. A digit's confidence is the model's
     probability that its piece is that digit; a field's, with the checkpoint's
     ``calibration`` (:meth:`Calibration.from_meta`), the chance that its text is right.
     """
+    if plan.canvases is not None:
+        probs, boxes = probs
+        return reader_read.assemble(plan.canvases, probs, boxes, calibration, plan.length)
     scoring = scoring or ScoreConfig()
     results: list[FieldResult | ImageError] = []
     at = 0
@@ -190,11 +216,17 @@ def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.nda
     ink that holds no digit - lines, background, separators alone -,
     ``TooManyComponents`` for more marks than ``config.max_components``, and the
     decoding errors of :func:`recognizer.decode.decode`). Never raises for a bad image.
-    Every piece of every field goes through the model in one batch. ``length``, when
+    With a checkpoint that has a learned reader (``model.reader``), each whole field
+    goes through it (:mod:`recognizer.reader`) and ``config``, ``scoring`` and
+    ``cleaning`` do not apply; otherwise fields are segmented and
+    every piece of every field goes through the model in one batch. ``length``, when
     the number of digits is known (postal codes, account numbers), steers segmentation
     and the choice of cuttings towards readings of that length; ``scoring`` tunes how
     readings are weighed.
     """
+    if model.reader is not None:
+        plan = prepare_fields(images, length=length, learned=True)
+        return assemble_fields(plan, model.read_tensors(plan.inputs), None, reader_calibration(model.meta))
     plan = prepare_fields(images, config, length, model.splitter, cleaning)
     probs = model.predict_tensors(plan.inputs, not_a_digit=True)
     return assemble_fields(plan, probs, scoring, Calibration.from_meta(model.meta))

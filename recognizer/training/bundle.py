@@ -1,7 +1,8 @@
 """Rebuild the bundled default model (:mod:`recognizer.bundled`): ``make bundled-model``.
 
-Runs ``digits train`` with its default settings (only where the run goes is given) and
-copies the final checkpoint's weights, splitter and meta into the package, the meta
+Runs ``digits train`` with its default settings and the reader's longer training
+(:data:`BUNDLE_OVERRIDES`; besides those, only where the run goes is given) and copies
+the final checkpoint's weights, splitter, field reader and meta into the package, the meta
 recording the exact command and the code version. ``--from RUN`` bundles a run already
 made that way; a run of any other recipe is refused.
 
@@ -25,24 +26,38 @@ from recognizer.errors import CheckpointError
 from recognizer.training.config import TrainConfig
 
 RUN_NAME = "bundled"
+#: The bundled recipe: ``digits train``'s defaults, with the learned field reader trained
+#: on more fields for more epochs than a default run's ten minutes allow (about 45 more
+#: minutes on a 2-core machine; docs/reader.md).
+BUNDLE_OVERRIDES = {"reader_fields": 100_000, "reader_epochs": 7}
+
+
+def bundle_flags() -> list[str]:
+    """The ``digits train`` flags of :data:`BUNDLE_OVERRIDES`."""
+    return [f for k, v in BUNDLE_OVERRIDES.items() for f in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def bundled_recipe() -> dict:
+    """The recipe a bundled model must have been trained with."""
+    return TrainConfig(**BUNDLE_OVERRIDES).recipe()
 
 
 def _train(output: str, data: str | None) -> tuple[str, list[str]]:
-    """Run ``digits train`` with its defaults into ``output``: (its run, the command)."""
-    argv = ["digits", "train", "--output", output, "--name", RUN_NAME]
+    """Run ``digits train`` with the bundled recipe into ``output``: (its run, the command)."""
+    argv = ["digits", "train", *bundle_flags(), "--output", output, "--name", RUN_NAME]
     env = {**os.environ, **({"DIGITS_DATA": data} if data else {})}
     subprocess.run([sys.executable, "-m", "formdigits.cli", *argv[1:]], check=True, env=env)
     return os.path.join(output, RUN_NAME), argv
 
 
 def _check_recipe(meta: dict) -> None:
-    want = TrainConfig().recipe()
+    want = bundled_recipe()
     have = meta.get("recipe", {})
     differ = sorted(k for k in want if have.get(k) != want[k])
     if differ:
         raise CheckpointError(f"{meta['uri']} was not trained with the default recipe "
                               f"(differs in {', '.join(differ)}): the bundled model is what "
-                              "`digits train` makes with its defaults")
+                              f"`digits train {' '.join(bundle_flags())}` makes")
 
 
 def bundle(run: str, command: list[str]) -> str:

@@ -7,6 +7,7 @@ import argparse
 from recognizer import settings
 from recognizer.checkpoint import CHECKPOINT_HELP
 from recognizer.models import MODELS
+from recognizer.reader.model import READERS
 from recognizer.training.config import TrainConfig
 from recognizer.training.embedding import SAMPLE
 
@@ -53,6 +54,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--splitter-epochs", type=int, default=d.splitter_epochs, metavar="N",
                    help="epochs of splitter training (0: no splitter, fields are cut by "
                         "geometry alone; default %(default)s)")
+    p.add_argument("--reader", default=d.reader, choices=list(READERS),
+                   help="the learned field reader's architecture (default %(default)s)")
+    p.add_argument("--reader-epochs", type=int, default=d.reader_epochs, metavar="N",
+                   help="epochs of the learned field reader, trained after the digit model "
+                        "(0: none, fields are read by segmentation; default %(default)s)")
+    p.add_argument("--reader-fields", type=int, default=d.reader_fields, metavar="FIELDS",
+                   help="form fields synthesized from the training digits to train the reader "
+                        "on, made once and cached in the run (default %(default)s)")
+    p.add_argument("--reader-batch-size", type=int, default=d.reader_batch_size,
+                   help="the reader's global batch size (default %(default)s)")
+    p.add_argument("--reader-lr", type=float, default=d.reader_lr,
+                   help="the reader's peak learning rate (default %(default)s)")
     p.set_defaults(func=_train)
 
 
@@ -64,7 +77,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       augment=not args.no_augment, max_failures=args.max_failures,
                       seed=args.seed, train_limit=args.train_limit,
                       field_pieces=args.field_pieces, splitter_examples=args.splitter_examples,
-                      splitter_epochs=args.splitter_epochs)
+                      splitter_epochs=args.splitter_epochs, reader=args.reader,
+                      reader_epochs=args.reader_epochs, reader_fields=args.reader_fields,
+                      reader_batch_size=args.reader_batch_size, reader_lr=args.reader_lr)
     cfg.validate()
     return cfg
 

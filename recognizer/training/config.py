@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from recognizer import settings
 from recognizer.errors import ConfigError
 from recognizer.models import MODELS
+from recognizer.reader.model import DEFAULT_READER, READERS
 from recognizer.runtime import storage
 from recognizer.training.augment import AugmentConfig
 from recognizer.training.splitter import SplitterConfig
@@ -16,7 +17,22 @@ from recognizer.training.splitter import SplitterConfig
 #: The TrainConfig fields that make the recipe, recorded in every checkpoint's meta.
 RECIPE_KEYS = ("model", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
                "ema_decay", "augment", "seed", "field_pieces", "form_share", "style_share",
-               "calibration_fields", "splitter_examples", "splitter_epochs")
+               "calibration_fields", "splitter_examples", "splitter_epochs", "reader", "reader_epochs",
+               "reader_fields", "reader_val_fields", "reader_batch_size", "reader_lr")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """The training loop's numbers for one task (recognizer.training.loop.Task): epochs,
+    batch size (the whole world's), peak learning rate, weight decay, moving-average
+    decay (0: none) and seed."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    ema_decay: float
+    seed: int
 
 
 @dataclass
@@ -63,6 +79,17 @@ class TrainConfig:
     #: Fields synthesized from the validation digits that the run's last checkpoint reads
     #: to calibrate its field confidences (recognizer.fields.calibrate); 0: raw ones.
     calibration_fields: int = 1600
+    #: The learned field reader (recognizer.reader) trained after the digit model, through
+    #: the same loop: its architecture, epochs, the form fields synthesized for it from
+    #: the training digits (and, for validation and calibration, from the validation
+    #: digits), batch size and peak learning rate. 0 epochs trains none: fields are then
+    #: read by segmentation.
+    reader: str = DEFAULT_READER
+    reader_epochs: int = 2
+    reader_fields: int = 30_000
+    reader_val_fields: int = 2_000
+    reader_batch_size: int = 64
+    reader_lr: float = 3e-3
     #: Torch threads of each Ray Train worker on CPUs; None: the cluster's CPUs shared
     #: out among the workers (one worker with every core of a small machine trains
     #: several times faster than two that all-reduce every step).
@@ -87,6 +114,16 @@ class TrainConfig:
             raise ConfigError(f"field_pieces must not be negative, got {self.field_pieces}")
         if self.splitter_epochs < 0:
             raise ConfigError(f"splitter_epochs must not be negative, got {self.splitter_epochs}")
+        if self.reader not in READERS:
+            raise ConfigError(f"unknown reader {self.reader!r}; choose one of: {', '.join(READERS)}")
+        if self.reader_epochs < 0:
+            raise ConfigError(f"reader_epochs must not be negative, got {self.reader_epochs}")
+        if self.reader_epochs and (self.reader_fields < self.reader_batch_size or self.reader_val_fields < 1
+                                   or self.reader_batch_size < self.workers):
+            raise ConfigError("a reader needs reader_fields of at least one batch (reader_batch_size, "
+                              "itself at least the number of workers) and at least one validation "
+                              f"field; got {self.reader_fields}, {self.reader_batch_size} and "
+                              f"{self.reader_val_fields} (--reader-epochs 0 trains none)")
         if self.splitter_epochs and self.splitter_examples < 1:
             raise ConfigError("splitter_examples must be at least 1 when a splitter is trained "
                               f"(got {self.splitter_examples}; --splitter-epochs 0 trains none)")
@@ -95,6 +132,16 @@ class TrainConfig:
     def splitter_config(self) -> SplitterConfig:
         return SplitterConfig(examples=self.splitter_examples, epochs=self.splitter_epochs,
                               seed=self.seed)
+
+    @property
+    def reader_hyper(self) -> Hyper:
+        """The loop's numbers for the reader."""
+        return Hyper(self.reader_epochs, self.reader_batch_size, self.reader_lr, 1e-4, 0.999, self.seed)
+
+    @property
+    def reader_uri(self) -> str:
+        """Where the reader's epochs write their checkpoints: ``reader/`` in the run."""
+        return storage.join(self.run_uri, "reader")
 
     @property
     def classes(self) -> int:

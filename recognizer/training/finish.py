@@ -34,7 +34,18 @@ def _calibrates(cfg: TrainConfig) -> bool:
 
 
 def _needs_finishing(cfg: TrainConfig) -> bool:
-    return bool(cfg.splitter_epochs) or _calibrates(cfg)
+    return bool(cfg.splitter_epochs) or _calibrates(cfg) or bool(cfg.reader_epochs)
+
+
+def _reader(cfg: TrainConfig, folder: str | None, val) -> tuple[bytes | None, dict | None]:
+    """The reader's weights and meta from its last epoch's checkpoint, calibrated."""
+    if not cfg.reader_epochs or folder is None:
+        return None, None
+    from recognizer.training.reader_run import fit_reader_calibration, read_reader_meta, reader_meta
+
+    raw = storage.read_bytes(storage.join(folder, checkpoint.READER_FILE))
+    calibration = fit_reader_calibration(raw, read_reader_meta(folder)["name"], val)
+    return reader_meta(cfg, folder, calibration)
 
 
 def _splitter(cfg: TrainConfig, inputs: RunInputs, fit_splitter: SplitterTrainer
@@ -64,9 +75,11 @@ def _calibration(cfg: TrainConfig, model, meta: dict, splitter: bytes | None,
 
 
 def finish_run(cfg: TrainConfig, last: str, inputs: RunInputs,
-               fit_splitter: SplitterTrainer) -> str:
+               fit_splitter: SplitterTrainer, reader: str | None = None, reader_val=None) -> str:
     """Write the run's final checkpoint from its last epoch's ``last`` (local or s3://):
-    the same weights, with the splitter and the calibration the recipe asks for. Returns
+    the same weights, with the splitter and the calibration the recipe asks for, and
+    the field reader of the reader checkpoint ``reader`` (calibrated on ``reader_val``,
+    its validation fields). Returns
     its folder; ``last`` itself when the recipe needs neither, or the final checkpoint
     already there when a finished run is run again."""
     if not _needs_finishing(cfg) or last.rstrip("/").endswith(FINAL_SUFFIX):
@@ -84,5 +97,6 @@ def finish_run(cfg: TrainConfig, last: str, inputs: RunInputs,
     calibration = _calibration(cfg, model, meta, splitter, (inputs.data.test_x, inputs.data.test_y))
     if calibration is not None:
         meta[META_KEY] = calibration
-    checkpoint.save(folder, model, meta, checkpoint.load_train_state(last), splitter)
+    reader_raw, meta["reader"] = _reader(cfg, reader, reader_val)
+    checkpoint.save(folder, model, meta, checkpoint.load_train_state(last), splitter, reader_raw)
     return folder

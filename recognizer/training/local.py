@@ -28,9 +28,9 @@ def _newest(cfg: TrainConfig) -> str | None:
         return None
 
 
-def _prune(cfg: TrainConfig) -> None:
+def _prune(cfg: TrainConfig, run: str | None = None) -> None:
     """Keep the run's newest ``num_to_keep`` checkpoints, as Ray Train does."""
-    done = [d for d in storage.list_dirs(cfg.run_uri)
+    done = [d for d in storage.list_dirs(run or cfg.run_uri)
             if os.path.basename(d.rstrip("/")).startswith("checkpoint_")]
     for folder in done[:-cfg.num_to_keep]:
         storage.delete_dir(folder)
@@ -53,4 +53,33 @@ def run(cfg: TrainConfig) -> TrainResult:
         _prune(cfg)
 
     metrics = fit(cfg, inputs.data, world, on_epoch, resume)
-    return TrainResult(checkpoint=finish_run(cfg, newest, inputs, train_splitter), metrics=metrics)
+    reader, val = _train_reader(cfg, world)
+    return TrainResult(checkpoint=finish_run(cfg, newest, inputs, train_splitter, reader, val),
+                       metrics=metrics)
+
+
+def _train_reader(cfg: TrainConfig, world: World):
+    """The reader phase, after the digit model's epochs: (its newest checkpoint, its
+    validation fields), or (None, None) when the recipe trains no reader."""
+    if not cfg.reader_epochs:
+        return None, None
+    from recognizer.training.reader import reader_task
+    from recognizer.training.reader_run import (
+        newest_reader,
+        read_reader_resume,
+        reader_data,
+        write_reader_checkpoint,
+    )
+
+    train, val = reader_data(cfg)
+    newest = newest_reader(cfg)
+    resume = read_reader_resume(newest) if newest else None
+
+    def on_epoch(end: EpochEnd) -> None:
+        nonlocal newest
+        newest = storage.join(cfg.reader_uri, checkpoint_name(end.epoch))
+        write_reader_checkpoint(newest, cfg, end)
+        _prune(cfg, cfg.reader_uri)
+
+    fit(cfg, None, world, on_epoch, resume, reader_task(cfg.reader, cfg.reader_hyper, train, val, world))
+    return newest, val

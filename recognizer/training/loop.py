@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from recognizer import settings
 from recognizer.models import build
 from recognizer.training.augment import augment
-from recognizer.training.config import TrainConfig
+from recognizer.training.config import Hyper, TrainConfig
 from recognizer.training.optim import batches, make_ema, one_cycle, one_cycle_schedule, optimizer_step
 
 #: Share of the steps the one-cycle learning rate warms up for.
@@ -67,6 +67,24 @@ class LoopData:
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+
+
+@dataclass
+class Task:
+    """What the loop trains: the digit classifier (:func:`digit_task`) or the field reader
+    (:func:`recognizer.training.reader.reader_task`).
+
+    ``size`` training examples; ``build`` makes the network; ``step(model, idx, g,
+    device)`` returns the mean loss and the number right of the training examples
+    ``idx``; ``validate(model, device)`` the loss sum, number right and count of this
+    worker's share of the validation set."""
+
+    name: str
+    hyper: Hyper
+    size: int
+    build: Callable[[], torch.nn.Module]
+    step: Callable[[torch.nn.Module, torch.Tensor, torch.Generator, torch.device], tuple[torch.Tensor, int]]
+    validate: Callable[[torch.nn.Module, torch.device], tuple[float, int, int]]
 
 
 @dataclass
@@ -120,30 +138,48 @@ def evaluate_sums(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     return loss_sum, correct
 
 
-def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                schedule: torch.optim.lr_scheduler.LRScheduler, x: torch.Tensor, y: torch.Tensor,
-                order: torch.Tensor, batch_size: int, cfg: TrainConfig, g: torch.Generator,
-                device: torch.device, ema: torch.optim.swa_utils.AveragedModel | None = None
-                ) -> tuple[float, int]:
-    """One pass over x[order] in batches; returns (sum of losses, number correct)."""
-    model.train()
-    loss_sum, correct = 0.0, 0
-    for idx in batches(order, batch_size):
-        xb, yb = x[idx], y[idx]
+def digit_task(cfg: TrainConfig, data: LoopData, world: World) -> Task:
+    """The digit classifier: cross-entropy with label smoothing on augmented digits,
+    scored as users get it (the most likely of the ten digits)."""
+    train_x, train_y = torch.tensor(data.train_x).unsqueeze(1), torch.tensor(data.train_y)
+    test_x = torch.tensor(data.test_x[world.rank::world.size]).unsqueeze(1)
+    test_y = torch.tensor(data.test_y[world.rank::world.size])
+
+    def step(model: torch.nn.Module, idx: torch.Tensor, g: torch.Generator, device: torch.device):
+        xb, yb = train_x[idx], train_y[idx]
         if cfg.augment:
             xb = augment(xb, cfg.augment_config, g)
         xb, yb = xb.to(device), yb.to(device)
         out = model(xb)
         loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
+        return loss, int((out.argmax(1) == yb).sum())
+
+    def validate(model: torch.nn.Module, device: torch.device) -> tuple[float, int, int]:
+        return (*evaluate_sums(model, test_x, test_y, device), len(test_y))
+
+    hyper = Hyper(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.ema_decay, cfg.seed)
+    return Task("digits", hyper, len(train_y), lambda: build(cfg.model, cfg.classes), step, validate)
+
+
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                schedule: torch.optim.lr_scheduler.LRScheduler, task: Task, order: torch.Tensor,
+                batch_size: int, g: torch.Generator, device: torch.device,
+                ema: torch.optim.swa_utils.AveragedModel | None = None) -> tuple[float, int]:
+    """One pass over the task's examples in ``order``, in batches; returns (sum of
+    losses, number right)."""
+    model.train()
+    loss_sum, correct = 0.0, 0
+    for idx in batches(order, batch_size):
+        loss, right = task.step(model, idx, g, device)
         optimizer_step(optimizer, schedule, loss)
         if ema is not None:
             ema.update_parameters(_unwrap(model))
-        loss_sum += loss.item() * len(yb)
-        correct += int((out.argmax(1) == yb).sum())
+        loss_sum += loss.item() * len(idx)
+        correct += right
     return loss_sum, correct
 
 
-def _restore(resume: Resume, model: torch.nn.Module, ema, optimizer, schedule, cfg: TrainConfig,
+def _restore(resume: Resume, model: torch.nn.Module, ema, optimizer, schedule, cfg: Hyper,
              steps: int, world: World) -> tuple[int, list[dict], torch.optim.lr_scheduler.LRScheduler]:
     """Load a checkpoint's weights and state; (epoch to start at, history, schedule)."""
     state = resume.state
@@ -182,43 +218,45 @@ def _metrics(totals: torch.Tensor, epoch: int, epoch_seconds: float, train_secon
             "images_per_s": n_train / epoch_seconds, "train_seconds": train_seconds}
 
 
-def fit(cfg: TrainConfig, data: LoopData, world: World, on_epoch: Callable[[EpochEnd], None],
-        resume: Resume | None = None) -> dict:
-    """Train ``cfg.model`` on this worker's share of ``data`` for the epochs ``resume``
-    (if any) has not done; ``on_epoch`` gets every epoch's :class:`EpochEnd`. Returns
-    the last epoch's metrics."""
-    torch.manual_seed(cfg.seed)
-    train_x, train_y = torch.tensor(data.train_x).unsqueeze(1), torch.tensor(data.train_y)
-    test_x = torch.tensor(data.test_x[world.rank::world.size]).unsqueeze(1)
-    test_y = torch.tensor(data.test_y[world.rank::world.size])
-    model = world.prepare(build(cfg.model, cfg.classes))
-    per_worker = max(1, cfg.batch_size // world.size)
-    shard_len = len(train_y) // world.size
+def fit(cfg: TrainConfig, data: LoopData | None, world: World, on_epoch: Callable[[EpochEnd], None],
+        resume: Resume | None = None, task: Task | None = None) -> dict:
+    """Train ``task`` (default: the digit model ``cfg.model`` on ``data``) on this
+    worker's share of its examples for the epochs ``resume`` (if any) has not done;
+    ``on_epoch`` gets every epoch's :class:`EpochEnd`. Returns the last epoch's metrics."""
+    if task is None:
+        assert data is not None, "the digit task needs its data"
+        task = digit_task(cfg, data, world)
+    hyper = task.hyper
+    torch.manual_seed(hyper.seed)
+    model = world.prepare(task.build())
+    per_worker = max(1, hyper.batch_size // world.size)
+    shard_len = task.size // world.size
     steps = math.ceil(shard_len / per_worker)
-    optimizer, schedule = one_cycle(model.parameters(), cfg.lr, cfg.weight_decay, cfg.epochs * steps,
+    optimizer, schedule = one_cycle(model.parameters(), hyper.lr, hyper.weight_decay, hyper.epochs * steps,
                                     WARMUP)
     unwrapped = _unwrap(model)
-    ema = make_ema(unwrapped, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = make_ema(unwrapped, hyper.ema_decay) if hyper.ema_decay > 0 else None
     start_epoch, history = 0, []
     if resume is not None:
-        start_epoch, history, schedule = _restore(resume, unwrapped, ema, optimizer, schedule, cfg,
+        start_epoch, history, schedule = _restore(resume, unwrapped, ema, optimizer, schedule, hyper,
                                                   steps, world)
     train_seconds = history[-1]["train_seconds"] if history else 0.0
-    for epoch in range(start_epoch, cfg.epochs):
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_y), generator=g)[: shard_len * world.size][world.rank::world.size]
+    for epoch in range(start_epoch, hyper.epochs):
+        g = torch.Generator().manual_seed(hyper.seed * 100_003 + epoch)
+        order = torch.randperm(task.size, generator=g)[: shard_len * world.size][world.rank::world.size]
         t0 = time.perf_counter()
-        loss_sum, correct = train_epoch(model, optimizer, schedule, train_x, train_y, order,
-                                        per_worker, cfg, g, world.device, ema)
+        loss_sum, correct = train_epoch(model, optimizer, schedule, task, order, per_worker, g,
+                                        world.device, ema)
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
         served = ema.module if ema is not None else unwrapped
-        val_loss, val_correct = evaluate_sums(served, test_x, test_y, world.device)
-        totals = torch.tensor([loss_sum, correct, shard_len, val_loss, val_correct, len(test_y)],
+        val_loss, val_correct, val_count = task.validate(served, world.device)
+        totals = torch.tensor([loss_sum, correct, shard_len, val_loss, val_correct, val_count],
                               dtype=torch.float64)
         world.all_reduce(totals)
         history.append(_metrics(totals, epoch + 1, epoch_seconds, train_seconds))
         if world.rank == 0:
-            progress(_epoch_line(history[-1], cfg.epochs))
+            progress(f"{task.name}: " + _epoch_line(history[-1], hyper.epochs) if task.name != "digits"
+                     else _epoch_line(history[-1], hyper.epochs))
         on_epoch(EpochEnd(epoch + 1, history[-1], history, served, unwrapped, optimizer, schedule, ema))
     return history[-1]

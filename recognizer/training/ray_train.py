@@ -63,6 +63,9 @@ def train_loop_per_worker(loop: dict) -> None:
     world = _ray_world()
     if world.device.type == "cpu":
         torch.set_num_threads(max(1, loop["threads"]))
+    if loop.get("reader_ref") is not None:
+        _reader_loop(cfg, world, *ray.get(loop["reader_ref"]))
+        return
     data = ray.get(loop["data_ref"])
     splitter = ray.get(loop["splitter_ref"]) if world.rank == 0 and loop["splitter_ref"] else None
 
@@ -84,6 +87,31 @@ def train_loop_per_worker(loop: dict) -> None:
     fit(cfg, data, world, on_epoch, resume)
 
 
+def _reader_loop(cfg: TrainConfig, world: World, train, val) -> None:
+    """The reader phase on one Ray Train worker: the one loop on the reader's task."""
+    import ray.train
+
+    from recognizer.training.reader import reader_task
+    from recognizer.training.reader_run import read_reader_resume, write_reader_checkpoint
+
+    def on_epoch(end: EpochEnd) -> None:
+        if world.rank != 0:
+            ray.train.report(end.metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            write_reader_checkpoint(tmp, cfg, end)
+            ray.train.report(end.metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=checkpoint_name(end.epoch))
+
+    resume = None
+    found = ray.train.get_checkpoint()
+    if found:
+        with found.as_directory() as folder:
+            resume = read_reader_resume(folder)
+        resume.where = found.path
+    fit(cfg, None, world, on_epoch, resume, reader_task(cfg.reader, cfg.reader_hyper, train, val, world))
+
+
 def _splitter_task(images: np.ndarray, cfg: TrainConfig) -> tuple[bytes, dict]:
     # A task holding all the run's CPUs, after the workers have finished: use them all.
     torch.set_num_threads(max(1, cfg.workers))
@@ -101,25 +129,65 @@ def _splitter_in_task(images: np.ndarray, cfg: TrainConfig) -> tuple[bytes, dict
 def run(cfg: TrainConfig) -> TrainResult:
     """Train with Ray Train on the connected Ray cluster; returns the final checkpoint URI."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     inputs = prepare_run(cfg)
     threads = cfg.threads_per_worker or int(ray.cluster_resources().get("CPU", 1)) // cfg.workers
     loop = {"cfg": cfg, "info": inputs.info, "data_ref": ray.put(inputs.data), "threads": threads,
             "splitter_ref": ray.put(inputs.splitter) if inputs.splitter is not None else None}
-    storage_fs, storage_path = None, cfg.output_root
+    result = _trainer(cfg, loop, cfg.name, cfg.output_root).fit()
+    uri = _checkpoint_uri(cfg, result)
+    reader, val = None, None
+    if cfg.reader_epochs:
+        from recognizer.training.reader_run import reader_data
+
+        train, val = reader_data(cfg, _ray_map)
+        reader_loop = {"cfg": cfg, "threads": threads, "reader_ref": ray.put((train, val))}
+        reader = _checkpoint_uri(cfg, _trainer(cfg, reader_loop, "reader", cfg.run_uri).fit())
+    return TrainResult(checkpoint=finish_run(cfg, uri, inputs, _splitter_in_task, reader, val),
+                       metrics=dict(result.metrics or {}))
+
+
+def _call(fn, *job):
+    return fn(job)
+
+
+def _ray_map(fn, jobs: list):
+    """``fn`` over ``jobs`` as Ray tasks across the cluster, results in order. The jobs'
+    first two items (the digits and labels every job shares) go to the object store once."""
+    import ray
+
+    task = ray.remote(_call)
+    shared = [ray.put(part) for part in jobs[0][:2]] if jobs else []
+    refs = [task.remote(fn, *shared, *job[2:]) for job in jobs]
+    for ref in refs:
+        yield ray.get(ref)
+
+
+def _checkpoint_uri(cfg: TrainConfig, result) -> str:
+    """The URI of a finished Ray Train run's last checkpoint (s3:// for runs on S3)."""
+    if result.checkpoint is None:
+        raise ConfigError("training finished without a checkpoint")
+    path = result.checkpoint.path
+    return f"s3://{path}" if storage.is_s3(cfg.output) else path
+
+
+def _trainer(cfg: TrainConfig, loop: dict, name: str, root: str):
+    """A TorchTrainer running :func:`train_loop_per_worker` as run ``name`` under ``root``."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage_fs, storage_path = None, root
     if storage.is_s3(storage_path):
         storage_fs, storage_path = storage.resolve(storage_path)
     resources = {"CPU": 1, "GPU": 1} if cfg.use_gpu else {"CPU": 1}
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop,
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=cfg.name,
+            name=name,
             storage_path=storage_path,
             storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
@@ -128,10 +196,3 @@ def run(cfg: TrainConfig) -> TrainResult:
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise ConfigError("training finished without a checkpoint")
-    path = result.checkpoint.path
-    uri = f"s3://{path}" if storage.is_s3(cfg.output) else path
-    return TrainResult(checkpoint=finish_run(cfg, uri, inputs, _splitter_in_task),
-                       metrics=dict(result.metrics or {}))

@@ -70,8 +70,9 @@ def _words(printed: np.ndarray, height: float, rng: np.random.Generator) -> None
 
 
 def make_form_field(digits_u8: Sequence[np.ndarray], labels: Sequence[int], rng: np.random.Generator,
-                    cfg: FormConfig | None = None) -> FormField:
-    """Render training digits (light-on-dark uint8 28x28) as one field of a real form."""
+                    cfg: FormConfig | None = None, blank: bool = False) -> FormField:
+    """Render training digits (light-on-dark uint8 28x28) as one field of a real form;
+    ``blank``: the same cell, print and scan with no handwriting (text and raw empty)."""
     cfg = cfg or FormConfig()
     text = "".join(str(int(v)) for v in labels)
     glyphs = layout(text, cfg, rng)
@@ -79,6 +80,7 @@ def make_form_field(digits_u8: Sequence[np.ndarray], labels: Sequence[int], rng:
     ink, spans, mark_spans, pen = compose(glyphs, list(digits_u8), cfg, rng, height)
     ink, _ = crop_rows(ink)
     base = ink.shape[0]
+    rows, cols = np.flatnonzero(ink.max(1) > 0.3), np.flatnonzero(ink.max(0) > 0.3)
     if rng.random() < cfg.p_underline:
         ink = underline(ink, height, pen, rng)
     m = _margins(height, cfg, rng)
@@ -92,7 +94,10 @@ def make_form_field(digits_u8: Sequence[np.ndarray], labels: Sequence[int], rng:
     form_lines(printed, spans, m, base, height, cfg, rng)
     if rng.random() < cfg.p_printed_text:
         _words(printed, height, rng)
-    return FormField(page(hand, printed, pen, cfg, rng), text, raw(glyphs), spans, mark_spans)
+    box = (m[2] + int(cols[0]), m[0] + int(rows[0]), m[2] + int(cols[-1]) + 1, m[0] + int(rows[-1]) + 1)
+    if blank:
+        return FormField(page(np.zeros_like(hand), printed, pen, cfg, rng), "", "", [], [], box)
+    return FormField(page(hand, printed, pen, cfg, rng), text, raw(glyphs), spans, mark_spans, box)
 
 
 def make_form_fields(images: np.ndarray, labels: np.ndarray, count: int, rng: np.random.Generator,

@@ -41,6 +41,12 @@ class FormConfig:
     p_large_cell: float = 0.35
     p_jpeg: float = 0.4
     p_blur: float = 0.25
+    #: How dark the pen is, as a share of the paper's brightness: faded and pale inks
+    #: beside a black scanner border or mask are common in archives.
+    ink_level: tuple[float, float] = (0.65, 1.0)
+    #: The share of fields written by one hand: one slant and digit size for the whole
+    #: field, each digit varying a little about them (else each digit draws its own).
+    same_hand: float = 0.0
 
 
 @dataclass
@@ -55,3 +61,6 @@ class FormField:
     spans: list[tuple[int, int]] = field(default_factory=list)
     #: The columns of every mark that is not a digit (separators, signs).
     mark_spans: list[tuple[int, int]] = field(default_factory=list)
+    #: The handwritten row's ink (digits and separators, no underline): (left, top,
+    #: right, bottom) in the image's pixels.
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)

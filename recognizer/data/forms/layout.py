@@ -42,10 +42,16 @@ def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
     pen = height * rng.uniform(0.07, 0.13)
     items = []
     it = iter(digits)
+    # Drawn only when asked for, so that fields of other configs keep their random streams.
+    one_hand = cfg.same_hand > 0 and rng.random() < cfg.same_hand
+    slant = rng.uniform(-0.3, 0.3) if one_hand else 0.0
     for g in glyphs:
         if g.isdigit():
-            items.append(("d", render_digit(next(it), rng, height * rng.uniform(0.8, 1.2),
-                                             rng.uniform(-0.25, 0.25))))
+            if one_hand:
+                size, lean = height * rng.uniform(0.92, 1.08), slant + rng.normal(0, 0.04)
+            else:
+                size, lean = height * rng.uniform(0.8, 1.2), rng.uniform(-0.25, 0.25)
+            items.append(("d", render_digit(next(it), rng, size, lean)))
         elif g == ".-":
             items.append(("m", mark(".", height, pen, rng)))
             items.append(("m", mark("-", height, pen, rng)))

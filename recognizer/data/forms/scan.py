@@ -28,7 +28,7 @@ def page(hand: np.ndarray, printed: np.ndarray, pen: float, cfg: FormConfig,
         for _ in range(int(rng.integers(1, 8))):
             y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
             cv2.circle(dark, (x, y), int(rng.integers(0, max(1, int(pen)))), float(rng.uniform(0.4, 1)), -1)
-    ink_level = rng.uniform(0.65, 1.0)
+    ink_level = rng.uniform(*cfg.ink_level)
     img = paper * (1 - dark) * (1 - ink_level * hand)
     if rng.random() < cfg.p_mask:
         mask(img, hand, rng)

@@ -1,0 +1,124 @@
+"""Every field-reading dev set, side by side, read by both readers of one checkpoint.
+
+The sets:
+
+* **rowid-dev** (``$DIGITS_ROWID``): 2,697 real ledger row numbers (tall ruled cells);
+* **cheque-dev** (``$DIGITS_CHEQUE``): 393 real cheque courtesy amounts;
+* **forms**: 1,000 synthesized real-form fields of 1-8 MNIST *test* digits
+  (:func:`recognizer.data.forms.make_form_fields`, seed 123, as ``bench.forms``);
+* **5-digit**: 2,000 5-digit fields of the MNIST test digits, 10% of neighbours touching
+  (:func:`recognizer.data.synth_fields.make_fields`, as ``bench.fields``).
+
+Readers: the checkpoint's *learned* reader (:mod:`recognizer.reader`) and, for the same
+checkpoint, the *segmenting* reader (lattice, splitter, rules) it replaces. Each figure
+has its ± (the 95% half-width of a binomial proportion at the set's size) so that a
+change can be told from noise. Accepted at 1% / 0.5%: the largest share of the set,
+most confident first, whose errors stay within that rate.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import time
+
+import numpy as np
+
+import recognizer
+from bench.fields import LENGTH, edit_distance
+from bench.forms import FORM_FIELDS, ROWID_ENV, accepted_share, load_real
+from recognizer import data
+from recognizer.data.forms import make_form_fields
+from recognizer.data.synth_fields import make_fields
+from recognizer.fields import FieldResult, read_fields
+
+#: Environment variable naming the folder of real cheque amounts (development set).
+CHEQUE_ENV = "DIGITS_CHEQUE"
+#: Fields per read_fields call.
+BATCH = 200
+FIVE_DIGIT_FIELDS = 2000
+
+
+def half_width(p: float, n: int) -> float:
+    """The 95% half-width of a proportion ``p`` measured on ``n`` fields."""
+    return 1.96 * math.sqrt(max(p * (1 - p), 1.0 / n) / n) if n else float("nan")
+
+
+def _score(model: recognizer.Recognizer, images: list, texts: list[str], raws: list[str] | None) -> dict:
+    t0 = time.perf_counter()
+    results = []
+    for i in range(0, len(images), BATCH):
+        results.extend(read_fields(model, images[i:i + BATCH]))
+    seconds = time.perf_counter() - t0
+    read = [r.text if isinstance(r, FieldResult) else "" for r in results]
+    right = np.array([r == t for r, t in zip(read, texts, strict=True)])
+    conf = np.array([r.confidence if isinstance(r, FieldResult) else 0.0 for r in results])
+    digits = sum(len(t) for t in texts)
+    out = {"fields": len(texts), "exact": float(right.mean()),
+           "plus_minus": half_width(float(right.mean()), len(texts)),
+           "digit_accuracy": 1 - sum(edit_distance(r, t) for r, t in zip(read, texts, strict=True)) / digits,
+           "wrong_length": float(np.mean([len(r) != len(t) for r, t in zip(read, texts, strict=True)])),
+           "errors": int(sum(not isinstance(r, FieldResult) for r in results)),
+           "accepted_at_1": accepted_share(right, conf, 0.01),
+           "accepted_at_0.5": accepted_share(right, conf, 0.005),
+           "fields_per_s": len(texts) / seconds}
+    if raws is not None:
+        got = [r.raw if isinstance(r, FieldResult) else "" for r in results]
+        out["raw_exact"] = float(np.mean([g == w for g, w in zip(got, raws, strict=True)]))
+    return out
+
+
+def dev_sets(data_dir: str) -> dict[str, tuple[list, list[str], list[str] | None]]:
+    """Each dev set that is present: (images, texts, raws or None)."""
+    sets = {}
+    for name, env in (("rowid-dev", ROWID_ENV), ("cheque-dev", CHEQUE_ENV)):
+        folder = os.environ.get(env)
+        if folder and glob.glob(os.path.join(folder, "*.parquet")):
+            images, texts = load_real(folder)
+            sets[name] = (images, texts, None)
+    images, labels, _ = data.load_idx_raw(data_dir, "test")
+    forms = make_form_fields(images, labels, FORM_FIELDS, np.random.default_rng(123))
+    sets["forms"] = ([f.image for f in forms], [f.text for f in forms], [f.raw for f in forms])
+    fields, texts = make_fields(images, labels, LENGTH, FIVE_DIGIT_FIELDS, np.random.default_rng(0),
+                                touching_prob=0.1)
+    sets["5-digit"] = (list(fields), list(texts), None)
+    return sets
+
+
+def run(checkpoint: str, data_dir: str) -> dict:
+    """Read every dev set with the checkpoint's learned and segmenting readers."""
+    model = recognizer.load(checkpoint)
+    learned = model.reader
+    sets = dev_sets(data_dir)
+    out = {"checkpoint": checkpoint, "model_version": model.version,
+           "reader": (model.meta.get("reader") or {}).get("name"), "readers": {}}
+    for reader in ("learned", "segmenting"):
+        if reader == "learned" and learned is None:
+            continue
+        model.reader = learned if reader == "learned" else None
+        out["readers"][reader] = {}
+        for name, (images, texts, raws) in sets.items():
+            print(f"   {reader}: {name}", flush=True)
+            out["readers"][reader][name] = _score(model, images, texts, raws)
+    model.reader = learned
+    return out
+
+
+def to_markdown(results: dict) -> str:
+    """A section for bench/RESULTS.md."""
+    lines = ["## Dev sets, side by side: the learned reader and the segmenting reader", "",
+             f"Checkpoint `{results['model_version']}` (`{results['checkpoint']}`), learned reader "
+             f"`{results.get('reader')}`. `python -m bench.run --only devsets --checkpoint CKPT`.", "",
+             "| reader | set | fields | exact | ± | per digit | wrong length | accepted at 1% | at 0.5% "
+             "| raw exact | fields/s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for reader, sets in results["readers"].items():
+        for name, s in sets.items():
+            raw = f"{s['raw_exact']:.1%}" if "raw_exact" in s else ""
+            lines.append(f"| {reader} | {name} | {s['fields']:,} | **{s['exact']:.1%}** | "
+                         f"{s['plus_minus']:.1%} | {s['digit_accuracy']:.1%} | {s['wrong_length']:.1%} | "
+                         f"{s['accepted_at_1']:.1%} | {s['accepted_at_0.5']:.1%} | {raw} | "
+                         f"{s['fields_per_s']:.0f} |")
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""The field reader's network: a learned localizer, then a CRNN-style reader with a CTC
+head, in one module.
+
+The whole crop goes in as :mod:`recognizer.reader.field_input` fits it: a
+(N, 1, CANVAS_H, CANVAS_W) canvas, ink bright on dark. A number may be small in a tall
+ledger cell or fill a cheque strip, so reading the canvas as it is would give the
+digits anything from 10 to 100 pixels of height. The *localizer* looks at a coarse
+copy of the canvas and says where the handwriting is (a box); the box is cut out of
+the canvas at a fixed digit height (``CROP_H`` x ``CROP_W``, by ``grid_sample``) and
+the *reader* reads that strip: convolutions and pooling to 4 rows, a learned attention
+over the rows per column, 1-D convolutions across columns for context, and per column
+the outputs over blank and the alphabet (:mod:`recognizer.reader.codec`).
+
+Training teaches the localizer the synthesized box and feeds the reader strips cut at
+jittered true boxes and at the localizer's own (:func:`crop_theta`); at inference the
+localizer's box alone decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recognizer.errors import ConfigError
+from recognizer.reader.codec import CLASSES
+
+#: The canvas every field is fitted into (pixels, height x width).
+CANVAS_H, CANVAS_W = 128, 256
+#: The strip the reader reads, and the strip pixels one output column covers.
+CROP_H, CROP_W, STRIDE = 32, 192, 4
+#: Output columns per field.
+COLUMNS = CROP_W // STRIDE
+#: The box's height takes this share of the strip's height; paper is left before the box
+#: (in box heights) so the first stroke is not cut.
+BOX_FILL, LEAD = 0.6, 0.2
+#: Coarse canvas the localizer sees: the canvas averaged over LOCATE_POOL x LOCATE_POOL.
+LOCATE_POOL = 2
+
+
+def _conv(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class Localizer(nn.Module):
+    """Coarse canvas -> the handwriting's box (x0, y0, x1, y1), as shares of the canvas."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        rows, cols = CANVAS_H // LOCATE_POOL // 16, CANVAS_W // LOCATE_POOL // 16
+        self.net = nn.Sequential(
+            nn.Conv2d(1, width // 2, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(width // 2),
+            nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            *_conv(width // 2, width), nn.MaxPool2d(2),
+            *_conv(width, 2 * width), nn.MaxPool2d(2),
+            *_conv(2 * width, 2 * width),
+            nn.Flatten(), nn.Linear(2 * width * rows * cols, 128), nn.ReLU(inplace=True),
+            nn.Linear(128, 4),
+        )
+
+    def forward(self, canvas: torch.Tensor) -> torch.Tensor:
+        centre_size = torch.sigmoid(self.net(F.avg_pool2d(canvas, LOCATE_POOL)))
+        cx, cy, w, h = centre_size.unbind(1)
+        return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+
+
+class HeightAttention(nn.Module):
+    """Per column, a softmax over the feature rows, learned: the weighted sum of rows."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.score = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * torch.softmax(self.score(x), dim=2)).sum(dim=2)
+
+
+class StripReader(nn.Module):
+    """(N, 1, CROP_H, CROP_W) strip -> (N, COLUMNS, CLASSES) logits."""
+
+    def __init__(self, widths: tuple[int, int, int, int] = (16, 48, 96, 128), context: int = 128,
+                 dropout: float = 0.1):
+        super().__init__()
+        a, b, c, d = widths
+        self.features = nn.Sequential(
+            nn.Conv2d(1, a, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(a),
+            nn.ReLU(inplace=True),                  # 16 x 96
+            *_conv(a, b), nn.MaxPool2d(2),          # 8 x 48
+            *_conv(b, c), nn.MaxPool2d((2, 1)),     # 4 x 48
+            *_conv(c, d),
+        )
+        self.pool = HeightAttention(d)
+        self.context = nn.Sequential(
+            nn.Conv1d(d, context, 3, padding=1), nn.BatchNorm1d(context), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Conv1d(context, context, 5, padding=2), nn.BatchNorm1d(context), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.head = nn.Conv1d(context, CLASSES, 1)
+
+    def forward(self, strip: torch.Tensor) -> torch.Tensor:
+        return self.head(self.context(self.pool(self.features(strip)))).transpose(1, 2)
+
+
+def strip_scale(boxes: torch.Tensor) -> torch.Tensor:
+    """Strip pixels per canvas pixel for each box (canvas pixels, (N, 4))."""
+    bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
+    bw = (boxes[:, 2] - boxes[:, 0]).clamp(min=4.0)
+    return torch.minimum(CROP_H * BOX_FILL / bh, CROP_W / (bw + 2 * LEAD * bh))
+
+
+def strip_origin(boxes: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The canvas point (x, y) at the strip's left edge, vertical middle."""
+    bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
+    return boxes[:, 0] - LEAD * bh, (boxes[:, 1] + boxes[:, 3]) / 2
+
+
+def crop_theta(boxes: torch.Tensor) -> torch.Tensor:
+    """Affine grids (N, 2, 3) that cut each box (canvas pixels) out as a strip."""
+    s = strip_scale(boxes)
+    left, cy = strip_origin(boxes, s)
+    theta = torch.zeros(len(boxes), 2, 3, dtype=boxes.dtype, device=boxes.device)
+    theta[:, 0, 0] = CROP_W / (s * CANVAS_W)
+    theta[:, 0, 2] = 2 / CANVAS_W * (left + CROP_W / (2 * s)) - 1
+    theta[:, 1, 1] = CROP_H / (s * CANVAS_H)
+    theta[:, 1, 2] = 2 * cy / CANVAS_H - 1
+    return theta
+
+
+def cut_strips(canvas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """The strips the reader reads: each box cut from its canvas. Where the strip shrinks
+    the canvas by half or more it is sampled from a 2x2-averaged copy, so thin strokes
+    are not lost between samples."""
+    theta = crop_theta(boxes)
+    size = (len(canvas), 1, CROP_H, CROP_W)
+    grid = F.affine_grid(theta, size, align_corners=False)
+    fine = F.grid_sample(canvas, grid, align_corners=False)
+    coarse = F.grid_sample(F.avg_pool2d(canvas, 2), grid, align_corners=False)
+    shrink = (strip_scale(boxes) < 0.5).view(-1, 1, 1, 1)
+    return torch.where(shrink, coarse, fine)
+
+
+def to_pixels(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes as shares of the canvas -> canvas pixels."""
+    return boxes * boxes.new_tensor([CANVAS_W, CANVAS_H, CANVAS_W, CANVAS_H])
+
+
+class FieldReader(nn.Module):
+    """Canvas (N, 1, CANVAS_H, CANVAS_W) in [0, 1] -> (logits (N, COLUMNS, CLASSES), the
+    localizer's boxes as shares of the canvas (N, 4), the boxes read at in canvas pixels).
+
+    ``read_at`` (training): boxes in canvas pixels to read at instead of the localizer's;
+    a row of NaNs reads at the localizer's own box (its gradient stops there, so the
+    reader's loss does not move the localizer).
+    """
+
+    def __init__(self, localizer: int = 32, widths: tuple[int, int, int, int] = (16, 48, 96, 128),
+                 context: int = 128):
+        super().__init__()
+        self.localizer = Localizer(localizer)
+        self.reader = StripReader(widths, context)
+
+    def forward(self, canvas: torch.Tensor, read_at: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        located = self.localizer(canvas)
+        boxes = to_pixels(located)
+        if read_at is not None:
+            boxes = torch.where(torch.isnan(read_at), boxes.detach(), read_at)
+        return self.reader(cut_strips(canvas, boxes)), located, boxes
+
+
+#: Reader architectures by name; a checkpoint's meta names the one its weights fit.
+READERS: dict[str, Callable[[], nn.Module]] = {
+    "crnn": FieldReader,
+    "crnn-wide": lambda: FieldReader(48, (24, 64, 128, 160), 160),
+}
+#: The reader ``digits train`` trains unless told otherwise.
+DEFAULT_READER = "crnn"
+
+
+def build_reader(name: str) -> FieldReader:
+    """A new reader of architecture ``name`` (:data:`READERS`)."""
+    if name not in READERS:
+        raise ConfigError(f"unknown reader {name!r}; choose one of: {', '.join(READERS)}")
+    return READERS[name]()

@@ -1,0 +1,129 @@
+"""Reading fields with the learned reader: image bytes -> canvases -> the network ->
+strings, per-character confidences and boxes.
+
+Split in two like the segmenting reader, so that serving and batch jobs can batch the
+network across requests and shards: :func:`prepare` (decode and fit, in the caller),
+:func:`run` (the network, where the model lives) and :func:`assemble` (decoding the
+outputs into :class:`~recognizer.results.FieldResult`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recognizer.decode import decode
+from recognizer.errors import ImageError, NoDigits
+from recognizer.reader.codec import Reading, greedy_decode
+from recognizer.reader.field_input import Fitted, fit
+from recognizer.reader.model import CANVAS_H, CANVAS_W, STRIDE, strip_origin, strip_scale
+from recognizer.results import FieldResult
+
+#: Maps a reading's sequence probability and digit count to the chance it is right
+#: (:class:`recognizer.fields.calibrate.Calibration`).
+Calibrate = Callable[[float, int], float]
+#: Fields per network call.
+BATCH = 256
+
+
+@dataclass
+class CanvasPlan:
+    """Fields fitted for the reader, waiting for the network: ``inputs`` (M, CANVAS_H,
+    CANVAS_W) uint8, one per field that decoded; ``entries`` per image its
+    :class:`Fitted` placement (with the image's shape) or the :class:`ImageError` it
+    raised."""
+
+    inputs: np.ndarray
+    entries: list[tuple[Fitted, tuple[int, int]] | ImageError]
+
+
+def prepare(images: Sequence[bytes | np.ndarray]) -> CanvasPlan:
+    """Decode each image and fit it to the canvas; errors stay in their places."""
+    canvases, entries = [], []
+    for item in images:
+        try:
+            grey = decode(item)
+            x, where = fit(grey)
+        except ImageError as exc:
+            entries.append(exc)
+            continue
+        canvases.append(np.rint(x * 255.0).astype(np.uint8))
+        entries.append((where, grey.shape))
+    inputs = np.stack(canvases) if canvases else np.zeros((0, CANVAS_H, CANVAS_W), np.uint8)
+    return CanvasPlan(inputs, entries)
+
+
+def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device,
+        batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """The network on uint8 canvases: per-column probabilities (M, COLUMNS, CLASSES) and
+    the boxes read at (M, 4, canvas pixels)."""
+    probs, boxes = [], []
+    with torch.inference_mode():
+        for at in range(0, len(canvas), batch):
+            x = torch.from_numpy(np.ascontiguousarray(canvas[at:at + batch])).to(device)
+            x = x.unsqueeze(1).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            logits, _, read_at = net(x)
+            probs.append(torch.softmax(logits.float(), dim=2).cpu().numpy())
+            boxes.append(read_at.float().cpu().numpy())
+    if not probs:
+        from recognizer.reader.codec import CLASSES
+        from recognizer.reader.model import COLUMNS
+
+        return np.zeros((0, COLUMNS, CLASSES), np.float32), np.zeros((0, 4), np.float32)
+    return np.concatenate(probs), np.concatenate(boxes)
+
+
+def _char_boxes(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[int, int]
+                ) -> list[tuple[int, int, int, int]]:
+    """Each character's columns in the image, from the output columns it was read at;
+    its rows are the box the reader read."""
+    b = torch.from_numpy(box[None].astype(np.float32))
+    s = float(strip_scale(b)[0])
+    left, _ = strip_origin(b, strip_scale(b))
+    left = float(left[0])
+    h, w = shape
+    top = int(np.clip((box[1] - where.top) / where.scale, 0, h))
+    bottom = int(np.clip((box[3] - where.top) / where.scale, top, h))
+    out = []
+    for first, last in reading.columns:
+        x0 = (left + first * STRIDE / s) / where.scale
+        x1 = (left + (last + 1) * STRIDE / s) / where.scale
+        out.append((int(np.clip(x0, 0, w)), top, int(np.clip(np.ceil(x1), 0, w)), bottom))
+    return out
+
+
+def _result(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[int, int],
+            calibration: Calibrate | None, length: int | None) -> FieldResult | ImageError:
+    digits = [i for i, ch in enumerate(reading.raw) if ch.isdigit()]
+    if not digits:
+        return NoDigits("no digits found: the reader read no digit in the field"
+                        + (f" (only {reading.raw!r})" if reading.raw else ""))
+    boxes = _char_boxes(reading, box, where, shape)
+    confs = tuple(reading.confidences[i] for i in digits)
+    confidence = reading.path_probability
+    if calibration is not None:
+        confidence = calibration(confidence, len(digits))
+    if length is not None and len(digits) != length:
+        confidence = 0.0  # a reading of another length than the form's is never accepted
+    return FieldResult(reading.text, confs, confidence, tuple(boxes[i] for i in digits), reading.raw)
+
+
+def assemble(plan: CanvasPlan, probs: np.ndarray, boxes: np.ndarray,
+             calibration: Calibrate | None = None, length: int | None = None
+             ) -> list[FieldResult | ImageError]:
+    """Decode each field's outputs: one :class:`FieldResult` or :class:`ImageError` per
+    image, in order. ``length``: the number of digits the form holds, when known; a
+    reading of another length gets confidence 0."""
+    out: list[FieldResult | ImageError] = []
+    at = 0
+    for entry in plan.entries:
+        if isinstance(entry, ImageError):
+            out.append(entry)
+            continue
+        where, shape = entry
+        out.append(_result(greedy_decode(probs[at]), boxes[at], where, shape, calibration, length))
+        at += 1
+    return out

@@ -1,0 +1,99 @@
+"""Training the field reader: its task for the one loop (:func:`recognizer.training.loop.fit`)
+and its data, synthesized form fields (:mod:`recognizer.data.reader_fields`).
+
+Each step, the localizer learns the handwriting's box (smooth L1, as shares of the
+canvas) and the reader learns the field's ``raw`` string by CTC, reading strips cut at
+the true box jittered by a few per cent (most fields) or at the localizer's own box
+(``OWN_BOX`` of them), so that it learns to read where the localizer will point.
+Validation reads as users get it: at the localizer's box, exact ``raw`` strings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recognizer.data.reader_fields import ReaderFields
+from recognizer.reader.codec import BLANK, encode_batch
+from recognizer.reader.model import CANVAS_H, CANVAS_W, build_reader
+from recognizer.training.config import Hyper
+from recognizer.training.loop import Task, World
+
+#: Longest label a training field holds (10 digits with separators and end marks fit).
+MAX_LABEL = 24
+#: Share of training fields read at the localizer's own box rather than the true one.
+OWN_BOX = 0.25
+#: Weight of the localizer's loss beside the reader's.
+BOX_WEIGHT = 20.0
+#: How far the true box is jittered: its edges move by up to this share of its height.
+JITTER = 0.2
+#: Validation fields per model call.
+EVAL_BATCH = 256
+
+
+def _canvas(fields: ReaderFields, idx: torch.Tensor | slice) -> torch.Tensor:
+    x = torch.from_numpy(fields.canvas[idx]).unsqueeze(1).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _jittered(boxes: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    h = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0).unsqueeze(1)
+    noise = (torch.rand(boxes.shape, generator=g) * 2 - 1) * JITTER * h
+    read_at = boxes + noise
+    own = torch.rand(len(boxes), generator=g) < OWN_BOX
+    read_at[own] = float("nan")
+    return read_at
+
+
+def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """CTC loss of (N, T, C) logits against blank-padded (N, L) targets."""
+    log_probs = F.log_softmax(logits.float(), dim=2).transpose(0, 1)
+    lengths = (targets != BLANK).sum(1)
+    inputs = torch.full((len(targets),), log_probs.shape[0], dtype=torch.long)
+    return F.ctc_loss(log_probs, targets, inputs, lengths, blank=BLANK, reduction=reduction,
+                      zero_infinity=True)
+
+
+def exact(logits: torch.Tensor, targets: torch.Tensor) -> int:
+    """Fields whose best path collapses to exactly their target."""
+    best = logits.argmax(2).cpu().numpy()
+    want = targets.cpu().numpy()
+    right = 0
+    for path, target in zip(best, want, strict=True):
+        keep = np.r_[True, path[1:] != path[:-1]] & (path != BLANK)
+        got = path[keep]
+        t = target[target != BLANK]
+        right += int(len(got) == len(t) and bool((got == t).all()))
+    return right
+
+
+def reader_task(name: str, hyper: Hyper, train: ReaderFields, val: ReaderFields, world: World) -> Task:
+    """The reader's task on ``train``, validated on this worker's share of ``val``."""
+    targets = torch.from_numpy(encode_batch(train.raws, MAX_LABEL))
+    boxes = torch.from_numpy(np.array(train.boxes))  # a copy: object-store arrays are read-only
+    scale = torch.tensor([CANVAS_W, CANVAS_H, CANVAS_W, CANVAS_H], dtype=torch.float32)
+    mine = slice(world.rank, None, world.size)
+    val_share = ReaderFields(val.canvas[mine], val.boxes[mine], val.raws[mine])
+    val_targets = torch.from_numpy(encode_batch(val_share.raws, MAX_LABEL))
+
+    def step(model: torch.nn.Module, idx: torch.Tensor, g: torch.Generator, device: torch.device):
+        x, y, b = _canvas(train, idx.numpy()).to(device), targets[idx].to(device), boxes[idx]
+        logits, located, _ = model(x, _jittered(b, g).to(device))
+        loss = ctc_loss(logits, y) + BOX_WEIGHT * F.smooth_l1_loss(located, (b / scale).to(device), beta=0.02)
+        return loss, exact(logits.detach(), y)
+
+    def validate(model: torch.nn.Module, device: torch.device) -> tuple[float, int, int]:
+        model.eval()
+        loss_sum, right = 0.0, 0
+        with torch.inference_mode():
+            for at in range(0, len(val_share), EVAL_BATCH):
+                x = _canvas(val_share, slice(at, at + EVAL_BATCH)).to(device)
+                y = val_targets[at:at + EVAL_BATCH].to(device)
+                logits, _, _ = model(x)
+                loss_sum += ctc_loss(logits, y, reduction="sum").item()
+                right += exact(logits, y)
+        return loss_sum, right, len(val_share)
+
+    return Task("reader", hyper, len(train), lambda: build_reader(name).to(memory_format=torch.channels_last),
+                step, validate)

@@ -1,0 +1,151 @@
+"""A run's reader phase, around the one loop: its synthesized fields (made once and
+cached in the run), its per-epoch checkpoints (``RUN/reader/checkpoint_epochNNNN``), and
+the calibration of its sequence probability, fitted after the last epoch.
+
+The reader trains on fields of the training digits less the last ``READER_HOLDOUT``;
+its validation and calibration fields are written with those held-out digits, so that
+neither touches the test digits the benchmarks read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from recognizer import checkpoint, data, settings
+from recognizer.data.reader_fields import Mapper, ReaderFields, cache_key, synthesize
+from recognizer.data.styles import restyled_set
+from recognizer.data.synth_fields import as_digits_u8
+from recognizer.errors import CheckpointError
+from recognizer.runtime import storage
+from recognizer.training.config import TrainConfig
+from recognizer.training.loop import EpochEnd, Resume, progress
+
+#: Training digits kept out of the reader's training fields: its validation fields are
+#: written with them.
+READER_HOLDOUT = 1000
+#: meta.json format of the reader's per-epoch checkpoints.
+READER_FORMAT = "formdigits-reader-checkpoint"
+#: Environment variable naming where fields of runs written to S3 are cached locally.
+CACHE_ENV = "DIGITS_CACHE"
+
+
+def _cache_folder(cfg: TrainConfig) -> str:
+    """The run's own folder when it is local; a local cache for runs on S3."""
+    if not storage.is_s3(cfg.output):
+        return cfg.run_uri
+    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "formdigits")
+
+
+def _cached(folder: str, key: str, make) -> ReaderFields:
+    path = os.path.join(folder, f"reader-fields-{key}.npz")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return ReaderFields.from_bytes(f.read())
+    fields = make()
+    os.makedirs(folder, exist_ok=True)
+    with open(path + ".part", "wb") as f:
+        f.write(fields.to_bytes())
+    os.replace(path + ".part", path)
+    return fields
+
+
+def reader_data(cfg: TrainConfig, mapper: Mapper | None = None) -> tuple[ReaderFields, ReaderFields]:
+    """The reader's training and validation fields, synthesized in parallel on first use
+    (by ``mapper``: Ray tasks on the Ray path, else a process per CPU) and cached beside
+    the run."""
+    digits = data.load(settings.data_dir(cfg.data), "train")
+    images = as_digits_u8(digits.images)
+    labels = digits.labels
+    if len(labels) <= 2 * READER_HOLDOUT:
+        raise CheckpointError(f"the reader needs more than {2 * READER_HOLDOUT} training digits "
+                              f"({len(labels)} in {digits.source}); --reader-epochs 0 trains none")
+    train_x, train_y = images[:-READER_HOLDOUT], labels[:-READER_HOLDOUT]
+    sx, sy = restyled_set(train_x, train_y, cfg.style_share, np.random.default_rng(cfg.seed))
+    train_x, train_y = np.concatenate([train_x, sx]), np.concatenate([train_y, sy])
+    folder = _cache_folder(cfg)
+    key = cache_key(digits.source, cfg.reader_fields, cfg.seed)
+    progress(f"reader fields: {cfg.reader_fields:,} for training, {cfg.reader_val_fields:,} for "
+             f"validation (cached in {folder})")
+    train = _cached(folder, key, lambda: synthesize(train_x, train_y, cfg.reader_fields, cfg.seed,
+                                                    mapper=mapper, progress=True))
+    val_key = cache_key(digits.source + "#holdout", cfg.reader_val_fields, cfg.seed + 1)
+    val = _cached(folder, val_key, lambda: synthesize(images[-READER_HOLDOUT:], labels[-READER_HOLDOUT:],
+                                                      cfg.reader_val_fields, cfg.seed + 1, mapper=mapper))
+    return train, val
+
+
+def write_reader_checkpoint(folder: str, cfg: TrainConfig, end: EpochEnd) -> None:
+    """An epoch of the reader: its averaged weights, the state to resume, a small meta."""
+    weights = {k: v.detach().cpu() for k, v in end.served.state_dict().items()}
+    storage.write_bytes(storage.join(folder, checkpoint.READER_FILE), checkpoint.tensor_bytes(weights))
+    storage.write_bytes(storage.join(folder, checkpoint.STATE_FILE),
+                        checkpoint.tensor_bytes(end.train_state()))
+    meta = {"format": READER_FORMAT, "name": cfg.reader, "epochs": end.epoch, "history": end.history,
+            "exact": end.metrics["val_accuracy"], "recipe": cfg.recipe()}
+    storage.write_bytes(storage.join(folder, checkpoint.META_FILE), json.dumps(meta, indent=2).encode())
+
+
+def read_reader_meta(folder: str) -> dict:
+    meta = json.loads(storage.read_bytes(storage.join(folder, checkpoint.META_FILE)))
+    if meta.get("format") != READER_FORMAT:
+        raise CheckpointError(f"{folder} is not a reader checkpoint")
+    return meta
+
+
+def newest_reader(cfg: TrainConfig) -> str | None:
+    """The run's newest complete reader checkpoint, or None."""
+    try:
+        folders = storage.list_dirs(cfg.reader_uri)
+    except Exception:  # noqa: BLE001 - no reader phase yet
+        return None
+    done = [d for d in folders if os.path.basename(d.rstrip("/")).startswith("checkpoint_")
+            and storage.exists(storage.join(d, checkpoint.META_FILE))]
+    return done[-1] if done else None
+
+
+def read_reader_resume(folder: str) -> Resume:
+    """The weights and state of a reader checkpoint, to go on from."""
+    weights = checkpoint.state_dict(storage.read_bytes(storage.join(folder, checkpoint.READER_FILE)),
+                                    checkpoint.READER_FILE)
+    state = checkpoint.load_train_state(folder) or {}
+    return Resume(weights, state, folder)
+
+
+def reader_meta(cfg: TrainConfig, folder: str, calibration: dict | None) -> tuple[bytes, dict]:
+    """The final checkpoint's reader: its weights and ``meta["reader"]``."""
+    meta = read_reader_meta(folder)
+    raw = storage.read_bytes(storage.join(folder, checkpoint.READER_FILE))
+    return raw, {"name": meta["name"], "epochs": meta["epochs"], "exact": meta["exact"],
+                 "history": meta["history"], "fields": cfg.reader_fields,
+                 "calibration": calibration}
+
+
+def fit_reader_calibration(weights: bytes, name: str, val: ReaderFields) -> dict | None:
+    """The reader's calibration: how often a reading of a given sequence probability and
+    length is right, on the validation fields (None when all are right or all wrong)."""
+    import torch
+
+    from recognizer.fields.calibrate import fit
+    from recognizer.reader.codec import digits_of, greedy_decode
+    from recognizer.reader.model import build_reader
+    from recognizer.reader.read import run
+
+    net = build_reader(name)
+    net.load_state_dict(checkpoint.state_dict(weights, checkpoint.READER_FILE))
+    net = net.eval().to(memory_format=torch.channels_last)
+    probs, _ = run(net, val.canvas, torch.device("cpu"))
+    readings = [greedy_decode(p) for p in probs]
+    keep = [i for i, r in enumerate(readings) if r.text]
+    raw = np.array([readings[i].path_probability for i in keep])
+    lengths = np.array([len(readings[i].text) for i in keep])
+    right = np.array([readings[i].text == digits_of(val.raws[i]) for i in keep])
+    progress(f"reader: {right.sum() / len(val):.2%} of {len(val):,} held-out validation fields read "
+             "right; calibrating on them")
+    try:
+        source = f"{len(keep)} fields synthesized from held-out training digits"
+        return fit(raw, lengths, right, source).to_meta()
+    except ValueError:
+        return None
