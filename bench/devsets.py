@@ -45,12 +45,15 @@ def half_width(p: float, n: int) -> float:
     return 1.96 * math.sqrt(max(p * (1 - p), 1.0 / n) / n) if n else float("nan")
 
 
-def _score(model: recognizer.Recognizer, images: list, texts: list[str], raws: list[str] | None) -> dict:
+def _read(model: recognizer.Recognizer, images: list, reader: str) -> tuple[list, float]:
     t0 = time.perf_counter()
     results = []
     for i in range(0, len(images), BATCH):
-        results.extend(read_fields(model, images[i:i + BATCH]))
-    seconds = time.perf_counter() - t0
+        results.extend(read_fields(model, images[i:i + BATCH], reader=reader))
+    return results, time.perf_counter() - t0
+
+
+def _score(results: list, texts: list[str], raws: list[str] | None, seconds: float | None) -> dict:
     read = [r.text if isinstance(r, FieldResult) else "" for r in results]
     right = np.array([r == t for r, t in zip(read, texts, strict=True)])
     conf = np.array([r.confidence if isinstance(r, FieldResult) else 0.0 for r in results])
@@ -62,11 +65,19 @@ def _score(model: recognizer.Recognizer, images: list, texts: list[str], raws: l
            "errors": int(sum(not isinstance(r, FieldResult) for r in results)),
            "accepted_at_1": accepted_share(right, conf, 0.01),
            "accepted_at_0.5": accepted_share(right, conf, 0.005),
-           "fields_per_s": len(texts) / seconds}
+           "fields_per_s": len(texts) / seconds if seconds else None}
     if raws is not None:
         got = [r.raw if isinstance(r, FieldResult) else "" for r in results]
         out["raw_exact"] = float(np.mean([g == w for g, w in zip(got, raws, strict=True)]))
     return out
+
+
+def _surer(a: list, b: list) -> list:
+    """Per field, the reading of the two with the higher (calibrated) confidence."""
+    def conf(r) -> float:
+        return r.confidence if isinstance(r, FieldResult) else -1.0
+
+    return [x if conf(x) >= conf(y) else y for x, y in zip(a, b, strict=True)]
 
 
 def dev_sets(data_dir: str) -> dict[str, tuple[list, list[str], list[str] | None]]:
@@ -89,19 +100,23 @@ def dev_sets(data_dir: str) -> dict[str, tuple[list, list[str], list[str] | None
 def run(checkpoint: str, data_dir: str) -> dict:
     """Read every dev set with the checkpoint's learned and segmenting readers."""
     model = recognizer.load(checkpoint)
-    learned = model.reader
     sets = dev_sets(data_dir)
     out = {"checkpoint": checkpoint, "model_version": model.version,
            "reader": (model.meta.get("reader") or {}).get("name"), "readers": {}}
+    read: dict[str, dict[str, list]] = {}
     for reader in ("learned", "segmenting"):
-        if reader == "learned" and learned is None:
+        if reader == "learned" and model.reader is None:
             continue
-        model.reader = learned if reader == "learned" else None
-        out["readers"][reader] = {}
+        out["readers"][reader], read[reader] = {}, {}
         for name, (images, texts, raws) in sets.items():
             print(f"   {reader}: {name}", flush=True)
-            out["readers"][reader][name] = _score(model, images, texts, raws)
-    model.reader = learned
+            read[reader][name], seconds = _read(model, images, reader)
+            out["readers"][reader][name] = _score(read[reader][name], texts, raws, seconds)
+    if len(read) == 2:
+        # Not a product path: what choosing the surer of the two readings would give.
+        out["readers"]["surer of both (offline)"] = {
+            name: _score(_surer(read["learned"][name], read["segmenting"][name]), texts, raws, None)
+            for name, (_, texts, raws) in sets.items()}
     return out
 
 
@@ -116,9 +131,9 @@ def to_markdown(results: dict) -> str:
     for reader, sets in results["readers"].items():
         for name, s in sets.items():
             raw = f"{s['raw_exact']:.1%}" if "raw_exact" in s else ""
+            speed = f"{s['fields_per_s']:.0f}" if s["fields_per_s"] else "—"
             lines.append(f"| {reader} | {name} | {s['fields']:,} | **{s['exact']:.1%}** | "
                          f"{s['plus_minus']:.1%} | {s['digit_accuracy']:.1%} | {s['wrong_length']:.1%} | "
-                         f"{s['accepted_at_1']:.1%} | {s['accepted_at_0.5']:.1%} | {raw} | "
-                         f"{s['fields_per_s']:.0f} |")
+                         f"{s['accepted_at_1']:.1%} | {s['accepted_at_0.5']:.1%} | {raw} | {speed} |")
     lines.append("")
     return "\n".join(lines)

@@ -55,7 +55,8 @@ def _model(args: argparse.Namespace) -> str:
     # The demo reads single digits: no splitter of touching digits (only whole fields
     # use it).
     result = run(TrainConfig(data=args.data, epochs=args.epochs, workers=args.workers,
-                             output=f"s3://{BUCKET}/runs", name="digits", splitter_epochs=0))
+                             output=f"s3://{BUCKET}/runs", name="digits", splitter_epochs=0,
+                             reader_epochs=0))
     return result.checkpoint
 
 

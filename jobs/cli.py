@@ -88,6 +88,9 @@ _JOB_FLAGS: list[tuple[str, dict]] = [
                           "help": "with --mode field: mark the fields read with confidence below C "
                                   "(calibrated: about the share read right) for review in a `review` "
                                   "column; no row is ever dropped"}),
+    ("--field-reader", {"choices": list(settings.FIELD_READERS), "default": _D["field_reader"],
+                        "help": "with --mode field: segmenting (default) or learned, the "
+                                "checkpoint's learned field reader (docs/reader.md)"}),
     ("--batch-size", {"type": int, "default": _D["batch_size"], "help": "images per inference batch"}),
     ("--actors", {"type": int, "default": _D["actors"],
                   "help": "model actors (default: one per GPU, else 1)"}),
@@ -136,7 +139,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     """The :class:`JobConfig` the ``job run`` (or ``submit``) flags describe."""
     return JobConfig(input=args.input, output=args.output, checkpoint=args.checkpoint,
                      overwrite=args.overwrite, mode=args.mode, field_length=args.field_length,
-                     min_confidence=args.min_confidence, batch_size=args.batch_size,
+                     min_confidence=args.min_confidence, field_reader=args.field_reader,
+                     batch_size=args.batch_size,
                      actors=args.actors,
                      actor_cpus=args.actor_cpus, actor_threads=args.actor_threads,
                      task_cpus=args.task_cpus, max_in_flight=args.max_in_flight, id_column=args.id_column,

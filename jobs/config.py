@@ -24,6 +24,8 @@ class JobConfig:
     field_length: int | None = None  # digits per field, when known
     #: Field mode: rows whose confidence is below this are marked for review (never dropped).
     min_confidence: float | None = None
+    #: Field mode: "segmenting" or "learned" (the checkpoint's learned field reader).
+    field_reader: str = settings.DEFAULT_FIELD_READER
     batch_size: int = settings.PREDICT_BATCH_SIZE
     actors: int | None = None  # default: one per GPU, else 1
     actor_cpus: float = 0.0
@@ -53,6 +55,9 @@ class JobConfig:
             raise ConfigError(f"--mode must be 'digit' or 'field', got {self.mode!r}")
         if self.field_length is not None and (self.mode != "field" or self.field_length < 1):
             raise ConfigError("--field-length needs --mode field and must be at least 1")
+        if self.field_reader not in settings.FIELD_READERS:
+            raise ConfigError(f"--field-reader must be one of {', '.join(settings.FIELD_READERS)}, "
+                              f"got {self.field_reader!r}")
         if self.min_confidence is not None and (self.mode != "field"
                                                 or not 0 <= self.min_confidence <= 1):
             raise ConfigError("--min-confidence needs --mode field and must be between 0 and 1, "

@@ -171,8 +171,13 @@ class _ShardRun:
         return ray.put(raw) if raw is not None else None
 
     def _learned(self) -> bool:
-        """Field mode with a checkpoint that has a learned reader."""
-        return self.cfg.mode == "field" and bool(self.meta.get(checkpoint.READER_HASH))
+        """Field mode with the learned reader (refused when the checkpoint has none)."""
+        if self.cfg.mode != "field" or self.cfg.field_reader != "learned":
+            return False
+        if not self.meta.get(checkpoint.READER_HASH):
+            raise JobError(f"--field-reader learned: checkpoint {self.meta['uri']} has no learned "
+                           "field reader (train one with `digits train --reader-epochs N`)")
+        return True
 
     def _calibration(self) -> dict | None:
         """Field mode: the checkpoint's confidence calibration (its learned reader's, when

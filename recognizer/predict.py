@@ -41,8 +41,8 @@ class Recognizer:
         self.batch_size = batch_size
         self.splitter = splitter
         #: The learned field reader (recognizer.reader), when the checkpoint has one:
-        #: field reading then runs it instead of segmenting.
-        self.reader = reader.to(self.device).eval() if reader is not None else None
+        #: field reading then runs it (batch norms folded) instead of segmenting.
+        self.reader = _reader_for_inference(reader, self.device) if reader is not None else None
 
     @property
     def version(self) -> str:
@@ -117,6 +117,16 @@ def _for_inference(model: torch.nn.Module) -> torch.nn.Module:
         else:
             layers.append(layer)
     return torch.nn.Sequential(*layers).eval()
+
+
+def _reader_for_inference(reader: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A folded, eval-mode copy of the reader on ``device`` (the loaded one stays as saved)."""
+    import copy
+
+    from recognizer.reader.model import fold_batch_norms
+
+    net = copy.deepcopy(reader).eval()
+    return fold_batch_norms(net).to(device).to(memory_format=torch.channels_last)
 
 
 def load(uri: str | None = None, device: torch.device | str | None = None,

@@ -32,6 +32,13 @@ DIGITS = 10
 #: field that is not one whole digit (see recognizer.training.field_pieces).
 NOT_A_DIGIT = 10
 
+#: How whole fields are read: "segmenting" (cut into pieces for the digit model, with
+#: the checkpoint's splitter and calibration) or "learned" (the checkpoint's learned
+#: field reader, recognizer.reader). Segmenting stays the default until the learned
+#: reader reads every dev set at least as well (docs/reader.md, bench/RESULTS.md).
+FIELD_READERS = ("segmenting", "learned")
+DEFAULT_FIELD_READER = "segmenting"
+
 #: Default model of the registry.
 DEFAULT_MODEL = "wide"
 

@@ -272,12 +272,17 @@ class DigitRecognizer:
     @api.post("/v1/read")
     async def read(self, request: Request) -> JSONResponse:
         """One field image (several digits in a row, e.g. a postal code) as the raw body;
-        ``?length=N`` when the number of digits is known."""
+        ``?length=N`` when the number of digits is known; ``?reader=learned`` for the
+        model's learned field reader (default: segmenting)."""
         length = inputs.field_length(request)
+        reader = inputs.field_reader(request)
         body = await inputs.read_body(request, self.max_body_bytes)
         image = inputs.single_image(inputs.media_type(request), body)
         rec = self.recognizer
-        if rec.reader is not None:
+        if reader == "learned":
+            if rec.reader is None:
+                raise inputs.RequestError(400, "no_learned_reader", f"model {rec.version} has no "
+                                          "learned field reader: read without ?reader=learned")
             result, version = await self._read_learned(image, length, rec)
             self.metrics.images.inc(tags={"endpoint": "read"})
             return JSONResponse(field_entry(result, version))

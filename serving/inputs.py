@@ -13,6 +13,7 @@ import json
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from recognizer import settings
 from recognizer.errors import DigitsError
 
 #: Content types accepted for a single raw image body.
@@ -38,6 +39,16 @@ def field_length(request: Request) -> int | None:
     if not raw.isdigit() or not 1 <= int(raw) <= 64:
         raise RequestError(400, "invalid_length", f"length must be a whole number from 1 to 64, got {raw!r}")
     return int(raw)
+
+
+def field_reader(request: Request) -> str:
+    """The optional ``reader`` query parameter of /v1/read: ``segmenting`` (default) or
+    ``learned``."""
+    raw = request.query_params.get("reader") or settings.DEFAULT_FIELD_READER
+    if raw not in settings.FIELD_READERS:
+        raise RequestError(400, "invalid_reader", f"reader must be one of "
+                           f"{', '.join(settings.FIELD_READERS)}, got {raw!r}")
+    return raw
 
 
 def media_type(request: Request) -> str:

@@ -19,6 +19,7 @@ from PIL import Image
 
 import recognizer
 from recognizer import checkpoint
+from recognizer.results import FieldResult
 from serving.config import ServeConfig
 from serving.deploy import deploy
 
@@ -375,3 +376,34 @@ def test_read_returns_the_field_string(served, mnist_test_raw):
     assert known.status_code == 200 and len(known.json()["text"]) == 5
     bad = requests.post(f"{served['url']}/read?length=five", data=png(fields[0]), headers=PNG, timeout=30)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_length"
+
+
+def test_the_learned_reader_answers_read_as_in_process(served, mnist_test_raw):
+    from recognizer import bundled
+    from recognizer.data.forms import make_form_fields
+    from recognizer.fields import read_fields
+
+    images, labels = mnist_test_raw
+    forms = make_form_fields(images, labels, 8, np.random.default_rng(21))
+    deploy(ServeConfig(checkpoint=bundled.folder(), **TEST_CFG), app_name=APP)
+    model = recognizer.load(bundled.folder())
+    assert model.reader is not None
+    before = served["handle"].stats.remote().result(timeout_s=30)
+    bodies = [png(f.image) for f in forms]
+    answers = post_concurrently(f"{served['url']}/read?reader=learned", bodies)
+    expected = read_fields(model, bodies, reader="learned")
+    for (status, doc), want in zip(answers, expected, strict=True):
+        if isinstance(want, FieldResult):
+            assert status == 200 and doc["text"] == want.text and doc["raw"] == want.raw
+            assert doc["confidence"] == pytest.approx(want.confidence, abs=1e-5)
+            assert doc["model_version"] == model.version
+        else:
+            assert status == 422 and doc["error"]["code"] == want.code
+    after = served["handle"].stats.remote().result(timeout_s=30)
+    assert after["batched_reads"] - before["batched_reads"] == len(forms)  # one canvas per read
+    assert after["read_batches"] - before["read_batches"] < len(forms)  # concurrent reads shared batches
+    garbage = requests.post(f"{served['url']}/read?reader=learned", data=b"not an image", headers=PNG,
+                            timeout=30)
+    assert garbage.status_code == 422 and garbage.json()["error"]["code"] == "not_an_image"
+    unknown = requests.post(f"{served['url']}/read?reader=oracle", data=bodies[0], headers=PNG, timeout=30)
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "invalid_reader"

@@ -26,7 +26,7 @@ def _cfg(mnist_dir: str, output: str, name: str, epochs: int) -> TrainConfig:
     return TrainConfig(data=mnist_dir, model="best", workers=2, epochs=epochs, output=output,
                        name=name, train_limit=2000, test_limit=1000, batch_size=64,
                        field_pieces=100, splitter_examples=300, splitter_epochs=1,
-                       calibration_fields=800)
+                       calibration_fields=800, reader_epochs=0)
 
 
 def test_two_workers_learn_and_resume(ray_cluster, mnist_dir, mnist_test, tmp_path, trained_checkpoint):
@@ -115,7 +115,7 @@ def test_a_run_is_not_resumed_with_another_number_of_classes(trained_checkpoint,
 
 def test_in_process_training_checkpoints_the_average_and_resumes(mnist_dir, mnist_test, tmp_path):
     cfg = TrainConfig(data=mnist_dir, epochs=1, output=str(tmp_path), name="local", train_limit=600,
-                      test_limit=300, batch_size=64, field_pieces=0, splitter_epochs=0)
+                      test_limit=300, batch_size=64, field_pieces=0, splitter_epochs=0, reader_epochs=0)
     first = local.run(cfg)
     assert first.checkpoint.endswith("checkpoint_epoch0001") and first.metrics["epoch"] == 1
     # model.pt holds the moving average of the weights; the raw ones are the training state's.

@@ -26,7 +26,7 @@ import numpy as np
 from recognizer import settings
 from recognizer.clean import CleanConfig
 from recognizer.decode import decode
-from recognizer.errors import ImageError, NoDigits
+from recognizer.errors import ConfigError, ImageError, NoDigits
 from recognizer.fields.calibrate import Calibration
 from recognizer.fields.config import SegmentConfig
 from recognizer.fields.lattice import Lattice, segment
@@ -205,10 +205,22 @@ def assemble_fields(plan: FieldPlan, probs: np.ndarray | tuple[np.ndarray, np.nd
     return results
 
 
+def check_reader(model: Recognizer, reader: str) -> bool:
+    """Whether ``reader`` (one of ``settings.FIELD_READERS``) is the learned reader, which
+    ``model`` must then have; a :class:`ConfigError` saying what to do otherwise."""
+    if reader not in settings.FIELD_READERS:
+        raise ConfigError(f"unknown field reader {reader!r}; choose one of: "
+                          f"{', '.join(settings.FIELD_READERS)}")
+    if reader == "learned" and model.reader is None:
+        raise ConfigError(f"checkpoint {model.meta.get('uri')} has no learned field reader: train one "
+                          "with `digits train` (--reader-epochs), or read by segmenting")
+    return reader == "learned"
+
+
 def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.ndarray,
                 config: SegmentConfig | None = None, length: int | None = None,
-                scoring: ScoreConfig | None = None,
-                cleaning: CleanConfig | None = None) -> list[FieldResult | ImageError]:
+                scoring: ScoreConfig | None = None, cleaning: CleanConfig | None = None,
+                reader: str = settings.DEFAULT_FIELD_READER) -> list[FieldResult | ImageError]:
     """Read a batch of field images (encoded bytes or uint8 arrays, any size).
 
     Returns one entry per image, in order: a :class:`FieldResult`, or the typed
@@ -216,15 +228,15 @@ def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.nda
     ink that holds no digit - lines, background, separators alone -,
     ``TooManyComponents`` for more marks than ``config.max_components``, and the
     decoding errors of :func:`recognizer.decode.decode`). Never raises for a bad image.
-    With a checkpoint that has a learned reader (``model.reader``), each whole field
-    goes through it (:mod:`recognizer.reader`) and ``config``, ``scoring`` and
-    ``cleaning`` do not apply; otherwise fields are segmented and
+    With ``reader="learned"`` (the checkpoint must have one), each whole field goes
+    through the learned reader (:mod:`recognizer.reader`) and ``config``, ``scoring``
+    and ``cleaning`` do not apply; by default fields are segmented and
     every piece of every field goes through the model in one batch. ``length``, when
     the number of digits is known (postal codes, account numbers), steers segmentation
     and the choice of cuttings towards readings of that length; ``scoring`` tunes how
     readings are weighed.
     """
-    if model.reader is not None:
+    if check_reader(model, reader):
         plan = prepare_fields(images, length=length, learned=True)
         return assemble_fields(plan, model.read_tensors(plan.inputs), None, reader_calibration(model.meta))
     plan = prepare_fields(images, config, length, model.splitter, cleaning)
@@ -233,9 +245,10 @@ def read_fields(model: Recognizer, images: Sequence[bytes | np.ndarray] | np.nda
 
 
 def read_field(model: Recognizer, image: bytes | np.ndarray, config: SegmentConfig | None = None,
-               length: int | None = None, scoring: ScoreConfig | None = None) -> FieldResult:
+               length: int | None = None, scoring: ScoreConfig | None = None,
+               reader: str = settings.DEFAULT_FIELD_READER) -> FieldResult:
     """Read one field image; raises its typed :class:`ImageError` if it cannot be read."""
-    result = read_fields(model, [image], config, length, scoring)[0]
+    result = read_fields(model, [image], config, length, scoring, reader=reader)[0]
     if isinstance(result, ImageError):
         raise result
     return result

@@ -63,7 +63,8 @@ def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device,
     probs, boxes = [], []
     with torch.inference_mode():
         for at in range(0, len(canvas), batch):
-            x = torch.from_numpy(np.ascontiguousarray(canvas[at:at + batch])).to(device)
+            # A copy: arrays from the Ray object store are read-only.
+            x = torch.from_numpy(np.array(canvas[at:at + batch], dtype=np.uint8)).to(device)
             x = x.unsqueeze(1).float().div_(255.0).contiguous(memory_format=torch.channels_last)
             logits, _, read_at = net(x)
             probs.append(torch.softmax(logits.float(), dim=2).cpu().numpy())

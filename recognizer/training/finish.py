@@ -8,6 +8,8 @@ only the training digits, and the calibration reads fields with the splitter in 
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from recognizer import checkpoint
@@ -81,12 +83,16 @@ def finish_run(cfg: TrainConfig, last: str, inputs: RunInputs,
     the field reader of the reader checkpoint ``reader`` (calibrated on ``reader_val``,
     its validation fields). Returns
     its folder; ``last`` itself when the recipe needs neither, or the final checkpoint
-    already there when a finished run is run again."""
-    if not _needs_finishing(cfg) or last.rstrip("/").endswith(FINAL_SUFFIX):
-        return last  # nothing to add, or a finished run resumed with no epoch to go
-    folder = final_name(last)
+    already there when a finished run is run again (with the reader's newer epochs, if
+    it went on)."""
+    if not _needs_finishing(cfg):
+        return last
+    folder = last if last.rstrip("/").endswith(FINAL_SUFFIX) else final_name(last)
     if storage.exists(storage.join(folder, checkpoint.META_FILE)):
-        return folder
+        # A finished run run again: the final checkpoint stands unless the reader went on.
+        if _has_reader(folder, reader):
+            return folder
+        return _with_reader(cfg, folder, reader, reader_val)
     from recognizer.fields.calibrate import META_KEY
 
     model, meta = checkpoint.load(last)
@@ -99,4 +105,23 @@ def finish_run(cfg: TrainConfig, last: str, inputs: RunInputs,
         meta[META_KEY] = calibration
     reader_raw, meta["reader"] = _reader(cfg, reader, reader_val)
     checkpoint.save(folder, model, meta, checkpoint.load_train_state(last), splitter, reader_raw)
+    return folder
+
+
+def _has_reader(folder: str, reader: str | None) -> bool:
+    """Whether the final checkpoint ``folder`` holds the reader of checkpoint ``reader``."""
+    if reader is None:
+        return True
+    weights = storage.read_bytes(storage.join(reader, checkpoint.READER_FILE))
+    return checkpoint.read_meta(folder).get(checkpoint.READER_HASH) == hashlib.sha256(weights).hexdigest()
+
+
+def _with_reader(cfg: TrainConfig, folder: str, reader: str, reader_val) -> str:
+    """Rewrite the final checkpoint ``folder`` with the reader of checkpoint ``reader``."""
+    model, meta = checkpoint.load(folder)
+    splitter = checkpoint.read_splitter(meta)
+    for key in _LOADED_KEYS:
+        meta.pop(key, None)
+    reader_raw, meta["reader"] = _reader(cfg, reader, reader_val)
+    checkpoint.save(folder, model, meta, checkpoint.load_train_state(folder), splitter, reader_raw)
     return folder

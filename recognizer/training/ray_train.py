@@ -53,10 +53,10 @@ def _ray_world() -> World:
 
 
 def train_loop_per_worker(loop: dict) -> None:
-    """Runs on every Ray Train worker: the one loop, reporting (and, on rank 0,
-    checkpointing) every epoch."""
+    """Runs on every Ray Train worker: the one loop on the digit model's task (or, in a
+    run's reader phase, the reader's), reporting (and, on rank 0, checkpointing) every
+    epoch."""
     import ray
-    import ray.train
 
     _quiet_train_reports()
     cfg: TrainConfig = loop["cfg"]
@@ -64,42 +64,31 @@ def train_loop_per_worker(loop: dict) -> None:
     if world.device.type == "cpu":
         torch.set_num_threads(max(1, loop["threads"]))
     if loop.get("reader_ref") is not None:
-        _reader_loop(cfg, world, *ray.get(loop["reader_ref"]))
+        from recognizer.training.reader import reader_task
+        from recognizer.training.reader_run import read_reader_resume, write_reader_checkpoint
+
+        train, val = ray.get(loop["reader_ref"])
+        task = reader_task(cfg.reader, cfg.reader_hyper, train, val, world)
+        _fit_and_report(cfg, world, None, task, lambda tmp, end: write_reader_checkpoint(tmp, cfg, end),
+                        read_reader_resume)
         return
-    data = ray.get(loop["data_ref"])
     splitter = ray.get(loop["splitter_ref"]) if world.rank == 0 and loop["splitter_ref"] else None
-
-    def on_epoch(end: EpochEnd) -> None:
-        if world.rank != 0:
-            ray.train.report(end.metrics)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            write_checkpoint(tmp, cfg, loop["info"], end, world.size, splitter)
-            ray.train.report(end.metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                             checkpoint_dir_name=checkpoint_name(end.epoch))
-
-    resume = None
-    found = ray.train.get_checkpoint()
-    if found:
-        with found.as_directory() as folder:
-            resume = read_resume(folder)
-        resume.where = found.path
-    fit(cfg, data, world, on_epoch, resume)
+    _fit_and_report(cfg, world, ray.get(loop["data_ref"]), None,
+                    lambda tmp, end: write_checkpoint(tmp, cfg, loop["info"], end, world.size, splitter),
+                    read_resume)
 
 
-def _reader_loop(cfg: TrainConfig, world: World, train, val) -> None:
-    """The reader phase on one Ray Train worker: the one loop on the reader's task."""
+def _fit_and_report(cfg: TrainConfig, world: World, data, task, write, read) -> None:
+    """``fit`` from Ray Train's checkpoint (``read`` turns its folder into a Resume),
+    rank 0 writing each epoch's checkpoint with ``write(folder, end)``."""
     import ray.train
 
-    from recognizer.training.reader import reader_task
-    from recognizer.training.reader_run import read_reader_resume, write_reader_checkpoint
-
     def on_epoch(end: EpochEnd) -> None:
         if world.rank != 0:
             ray.train.report(end.metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            write_reader_checkpoint(tmp, cfg, end)
+            write(tmp, end)
             ray.train.report(end.metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                              checkpoint_dir_name=checkpoint_name(end.epoch))
 
@@ -107,9 +96,9 @@ def _reader_loop(cfg: TrainConfig, world: World, train, val) -> None:
     found = ray.train.get_checkpoint()
     if found:
         with found.as_directory() as folder:
-            resume = read_reader_resume(folder)
+            resume = read(folder)
         resume.where = found.path
-    fit(cfg, None, world, on_epoch, resume, reader_task(cfg.reader, cfg.reader_hyper, train, val, world))
+    fit(cfg, data, world, on_epoch, resume, task)
 
 
 def _splitter_task(images: np.ndarray, cfg: TrainConfig) -> tuple[bytes, dict]:

@@ -1,0 +1,137 @@
+"""The learned field reader's parts: its codec, its input, its geometry, its synthesized
+fields, and its training through the one loop (in this process and on Ray Train)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import recognizer
+from recognizer import checkpoint
+from recognizer.errors import BlankImage, ConfigError
+from recognizer.reader.codec import ALPHABET, BLANK, CLASSES, LabelError, encode, greedy_decode
+from recognizer.reader.field_input import fit
+from recognizer.reader.model import BOX_FILL, CANVAS_H, CANVAS_W, COLUMNS, CROP_H, build_reader, cut_strips
+from recognizer.training.config import TrainConfig
+
+
+def test_the_codec_reads_back_what_it_encodes():
+    assert encode("18.014-") == [2, 9, 11, 1, 2, 5, 13]
+    with pytest.raises(LabelError, match="'a'.*not one of"):
+        encode("5a")
+    # Per column: blank, 1, 1 (repeated: one 1), blank, 1 (a second 1), '.', blank, 5.
+    path = [BLANK, 2, 2, BLANK, 2, 11, BLANK, 6]
+    probs = np.full((len(path), CLASSES), 0.01, np.float32)
+    probs[np.arange(len(path)), path] = 0.9
+    reading = greedy_decode(probs)
+    assert reading.raw == "11.5" and reading.text == "115"
+    assert reading.columns == ((1, 2), (4, 4), (5, 5), (7, 7))
+    assert len(reading.confidences) == 4 and 0 < reading.path_probability < 0.9 ** len(path) + 1e-6
+    assert set(ALPHABET) == set("0123456789.,-/=")
+
+
+def test_the_input_keeps_the_crop_whole_and_refuses_blank_paper():
+    tall = np.full((200, 130), 230, np.uint8)
+    tall[90:120, 50:70] = 40  # a small dark number low in a tall cell
+    x, where = fit(tall)
+    assert x.shape == (CANVAS_H, CANVAS_W) and x.max() == pytest.approx(1.0)
+    rows, cols = np.flatnonzero(x.max(1) > 0.5), np.flatnonzero(x.max(0) > 0.5)
+    # Aspect kept: the ink sits where it sat, at the same scale both ways.
+    assert rows[0] == pytest.approx(90 * where.scale + where.top, abs=1.5)
+    assert cols[0] == pytest.approx(50 * where.scale, abs=1.5)
+    with pytest.raises(BlankImage):
+        fit(np.full((40, 120), 200, np.uint8))
+
+
+def test_a_box_is_cut_out_as_a_strip_at_reading_height():
+    canvas = torch.zeros(1, 1, CANVAS_H, CANVAS_W)
+    canvas[0, 0, 60:80, 100:140] = 1.0  # a 20 x 40 block of "ink"
+    strip = cut_strips(canvas, torch.tensor([[100.0, 60.0, 140.0, 80.0]]))
+    rows = np.flatnonzero(strip[0, 0].max(1).values.numpy() > 0.5)
+    assert len(rows) == pytest.approx(BOX_FILL * CROP_H, abs=2)
+    logits, located, read_at = build_reader("crnn").eval()(canvas)
+    assert logits.shape == (1, COLUMNS, CLASSES) and located.shape == read_at.shape == (1, 4)
+
+
+def test_synthesized_fields_hold_their_boxes_and_some_blank_cells(mnist_dir):
+    from recognizer import data
+    from recognizer.data.reader_fields import ReaderFields, synthesize
+    from recognizer.data.synth_fields import as_digits_u8
+
+    d = data.load(mnist_dir, "test")
+    fields = synthesize(as_digits_u8(d.images[:500]), d.labels[:500], 600, seed=3)
+    again = ReaderFields.from_bytes(fields.to_bytes())
+    assert again.raws == fields.raws and (again.canvas == fields.canvas).all()
+    assert fields.canvas.shape == (600, CANVAS_H, CANVAS_W) and fields.canvas.dtype == np.uint8
+    assert any(r == "" for r in fields.raws) and any(set(r) & set(".,-/=") for r in fields.raws)
+    inked = [i for i, r in enumerate(fields.raws) if r]
+    inside = []
+    for i in inked[:100]:
+        x0, y0, x1, y1 = fields.boxes[i].round().astype(int)
+        assert 0 <= x0 < x1 <= CANVAS_W and 0 <= y0 < y1 <= CANVAS_H
+        inside.append(fields.canvas[i, y0:y1, x0:x1].max() > 100)
+    assert np.mean(inside) > 0.95  # the handwriting is in its box (a few pale pens aside)
+
+
+def test_reader_settings_are_checked():
+    with pytest.raises(ConfigError, match="unknown reader"):
+        TrainConfig(reader="nope").validate()
+    with pytest.raises(ConfigError, match="reader_epochs must not be negative"):
+        TrainConfig(reader_epochs=-1).validate()
+    with pytest.raises(ConfigError, match="at least one batch"):
+        TrainConfig(reader_fields=10).validate()
+
+
+def _tiny(mnist_dir: str, output: str, epochs: int) -> TrainConfig:
+    return TrainConfig(data=mnist_dir, model="best", epochs=1, output=output, name="r", train_limit=600,
+                       test_limit=300, batch_size=64, field_pieces=0, splitter_epochs=0,
+                       calibration_fields=0, reader_epochs=epochs, reader_fields=256,
+                       reader_val_fields=64, reader_batch_size=32)
+
+
+def test_the_reader_trains_in_the_one_loop_into_the_final_checkpoint_and_resumes(mnist_dir, tmp_path):
+    from recognizer.training import local
+
+    first = local.run(_tiny(mnist_dir, str(tmp_path), epochs=1))
+    assert first.checkpoint.endswith("checkpoint_epoch0001_final")
+    model = recognizer.load(first.checkpoint)
+    assert model.reader is not None and model.meta["reader"]["name"] == "crnn"
+    assert os.path.exists(os.path.join(first.checkpoint, checkpoint.READER_FILE))
+    assert [h["epoch"] for h in model.meta["reader"]["history"]] == [1]
+    # Its fields were made once, cached in the run, and are used again.
+    cached = sorted(p.name for p in (tmp_path / "r").glob("reader-fields-*.npz"))
+    assert len(cached) == 2
+    stamps = [os.path.getmtime(tmp_path / "r" / p) for p in cached]
+    # Two reader epochs: the run goes on from its first (digits done, reader resumed).
+    second = local.run(_tiny(mnist_dir, str(tmp_path), epochs=2))
+    resumed = recognizer.load(second.checkpoint)
+    assert [h["epoch"] for h in resumed.meta["reader"]["history"]] == [1, 2]
+    assert resumed.meta["reader"]["history"][0] == model.meta["reader"]["history"][0]
+    assert [os.path.getmtime(tmp_path / "r" / p) for p in cached] == stamps
+    # The reader reads whole fields: every answer is a result or a typed error.
+    from recognizer.data.forms import make_form_fields
+
+    images, labels, _ = recognizer.data.load_idx_raw(mnist_dir, "test")
+    forms = make_form_fields(images[:100], labels[:100], 5, np.random.default_rng(0))
+    from recognizer.fields import read_fields
+
+    assert len(read_fields(resumed, [f.image for f in forms], reader="learned")) == 5
+    # A checkpoint without one says so, and how to get one.
+    from recognizer.errors import ConfigError as Refused
+
+    no_reader = recognizer.load(first.checkpoint)
+    no_reader.reader = None
+    with pytest.raises(Refused, match="no learned field reader.*--reader-epochs"):
+        read_fields(no_reader, [forms[0].image], reader="learned")
+
+
+def test_the_reader_trains_on_ray_train(ray_cluster, mnist_dir, tmp_path):
+    from recognizer.training.ray_train import run
+
+    result = run(_tiny(mnist_dir, str(tmp_path), epochs=1))
+    model = recognizer.load(result.checkpoint)
+    assert model.reader is not None and model.meta["reader"]["epochs"] == 1
+    assert (tmp_path / "r" / "reader" / "checkpoint_epoch0001" / checkpoint.READER_FILE).exists()

@@ -1,0 +1,123 @@
+"""The bundled model's learned field reader on what forms hold: separators kept in
+``raw``, a small number in a tall ruled cell, cells with no handwriting, a reject
+threshold that holds on fields it was not chosen on, and a field job over real cheques
+that reads as the library does."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import recognizer
+from jobs.run import JobConfig, run_job
+from recognizer import bundled
+from recognizer.data.forms import FormConfig, make_form_field, make_form_fields
+from recognizer.errors import NoDigits
+from recognizer.fields import read_fields
+from recognizer.reader.codec import digits_of
+from recognizer.results import FieldResult
+from recognizer.runtime import storage
+
+#: Environment variable naming the real cheque amounts (``make test`` sets it).
+CHEQUE_ENV = "DIGITS_CHEQUE"
+LEARNED = "learned"
+
+
+@pytest.fixture(scope="module")
+def model():
+    found = recognizer.load()
+    assert found.reader is not None, "the bundled model has no learned field reader"
+    return found
+
+
+def _texts(results) -> list[str]:
+    return [r.text if isinstance(r, FieldResult) else "" for r in results]
+
+
+def test_separators_stay_in_raw_and_text_is_the_digits(model, mnist_test_raw):
+    images, labels = mnist_test_raw
+    cfg = FormConfig(lengths=(4, 7), p_thousands=1.0, p_decimal=0.5, p_end_mark=0.5, p_start_sign=0)
+    forms = make_form_fields(images, labels, 60, np.random.default_rng(11), cfg)
+    results = read_fields(model, [f.image for f in forms], reader=LEARNED)
+    read = [r for r in results if isinstance(r, FieldResult)]
+    assert all(r.text == digits_of(r.raw) and r.text.isdigit() for r in read)
+    assert sum(any(c in r.raw for c in ".,-/=") for r in read) >= 0.8 * len(forms)
+    raw_right = np.mean([isinstance(r, FieldResult) and r.raw == f.raw for r, f in zip(results, forms,
+                                                                                          strict=True)])
+    assert raw_right >= 0.5, raw_right
+
+
+def test_a_small_number_in_a_tall_ruled_cell_is_read(model, mnist_test_raw):
+    images, labels = mnist_test_raw
+    cfg = FormConfig(lengths=(1, 3), p_large_cell=1.0, margin=(1.0, 2.5), p_hlines=1.0, p_vlines=1.0,
+                     p_boxes=0.0)
+    forms = make_form_fields(images[5000:], labels[5000:], 40, np.random.default_rng(12), cfg)
+    assert all(f.image.shape[0] > 2.5 * (f.box[3] - f.box[1]) for f in forms)  # the cells are tall
+    read = _texts(read_fields(model, [f.image for f in forms], reader=LEARNED))
+    right = np.mean([t == f.text for t, f in zip(read, forms, strict=True)])
+    assert right >= 0.8, right
+
+
+def test_a_cell_of_lines_and_background_alone_has_no_digits(model, mnist_test_raw):
+    images, labels = mnist_test_raw
+    cfg = FormConfig(p_hlines=1.0, p_vlines=1.0, p_background=0.5, p_printed_text=0.5)
+    rng = np.random.default_rng(13)
+    cells = [make_form_field(images[:3], labels[:3], rng, cfg, blank=True).image for _ in range(20)]
+    results = read_fields(model, cells, reader=LEARNED)
+    assert sum(isinstance(r, NoDigits) for r in results) >= 18, results
+    assert all(r.code == "no_digits" for r in results if isinstance(r, NoDigits))
+
+
+def _threshold(right: np.ndarray, conf: np.ndarray, rate: float) -> float:
+    """The lowest confidence at which the accepted fields hold at most ``rate`` errors."""
+    order = np.argsort(-conf, kind="stable")
+    errors = np.cumsum(~right[order]) / np.arange(1, len(right) + 1)
+    ok = np.flatnonzero(errors <= rate)
+    return float(conf[order][ok.max()]) if ok.size else 1.0
+
+
+def test_a_one_percent_threshold_holds_on_the_other_half(model, mnist_test_raw):
+    from recognizer.data.reader_fields import READER_FORMS
+
+    images, labels = mnist_test_raw
+    forms = make_form_fields(images, labels, 1600, np.random.default_rng(14), READER_FORMS)
+    results = read_fields(model, [f.image for f in forms], reader=LEARNED)
+    right = np.array([t == f.text for t, f in zip(_texts(results), forms, strict=True)])
+    conf = np.array([r.confidence if isinstance(r, FieldResult) else 0.0 for r in results])
+    half = len(forms) // 2
+    cut = _threshold(right[:half], conf[:half], 0.01)
+    kept = conf[half:] >= cut
+    assert kept.mean() > 0.2, kept.mean()  # the threshold accepts a real share ...
+    assert 1 - right[half:][kept].mean() <= 0.025  # ... at about 1% errors (2.5%: noise of ~300 fields)
+
+
+def test_a_field_job_over_cheques_reads_as_the_library_does(ray_cluster, bucket, model):
+    folder = os.environ.get(CHEQUE_ENV)
+    shards = sorted(glob.glob(os.path.join(folder or "", "*.parquet")))
+    if not shards:
+        pytest.skip(f"set ${CHEQUE_ENV} to the cheque-dev folder (`make test` does)")
+    inp, out = f"s3://{bucket}/cheques", f"s3://{bucket}/cheques-read"
+    for path in shards:
+        with open(path, "rb") as f:
+            storage.write_bytes(f"{inp}/{os.path.basename(path)}", f.read())
+    summary = run_job(JobConfig(input=inp, output=out, checkpoint=bundled.folder(), mode="field",
+                                field_reader=LEARNED, min_confidence=0.9, progress=False))
+    assert summary["shards"]["failed"] == 0
+    got, given = {}, {}
+    for path in shards:
+        table = pq.read_table(path).to_pydict()
+        given.update(zip(table["id"], zip(table["image"], table["text"], strict=True), strict=True))
+        rows = pq.read_table(pa.BufferReader(storage.read_bytes(f"{out}/{os.path.basename(path)}")))
+        assert {"text", "raw", "confidence", "review"} <= set(rows.schema.names)
+        got.update({r["id"]: r for r in rows.to_pylist()})
+    ids = sorted(given)
+    library = read_fields(model, [given[i][0] for i in ids], reader=LEARNED)
+    assert [got[i]["text"] or "" for i in ids] == _texts(library)
+    job_exact = np.mean([got[i]["text"] == given[i][1] for i in ids])
+    assert job_exact == np.mean([t == given[i][1] for t, i in zip(_texts(library), ids, strict=True)])
+    assert all(got[i]["review"] == (got[i]["confidence"] < 0.9) for i in ids if got[i]["text"])
