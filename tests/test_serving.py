@@ -395,7 +395,9 @@ def test_the_learned_reader_answers_read_as_in_process(served, mnist_test_raw):
     for (status, doc), want in zip(answers, expected, strict=True):
         if isinstance(want, FieldResult):
             assert status == 200 and doc["text"] == want.text and doc["raw"] == want.raw
-            assert doc["confidence"] == pytest.approx(want.confidence, abs=1e-5)
+            # Batches of other sizes round differently in the convolutions; the sequence
+            # probability multiplies 48 columns of them.
+            assert doc["confidence"] == pytest.approx(want.confidence, abs=1e-3)
             assert doc["model_version"] == model.version
         else:
             assert status == 422 and doc["error"]["code"] == want.code
