@@ -140,7 +140,7 @@ def resolve(uri: str) -> str:
     try:
         if storage.exists(storage.join(uri, META_FILE)):
             return uri
-        newest = _newest_checkpoint(uri)
+        newest = newest_checkpoint(uri)
         runs = {} if newest else _runs(uri)
     except StorageError as exc:
         raise CheckpointError(f"cannot read checkpoint {uri}: {exc}") from exc
@@ -164,7 +164,7 @@ def _is_checkpoint_name(folder: str) -> bool:
     return os.path.basename(folder.rstrip("/")).startswith("checkpoint_")
 
 
-def _newest_checkpoint(run: str) -> str | None:
+def newest_checkpoint(run: str) -> str | None:
     """The newest complete ``checkpoint_*`` folder of a run, or None when it has none."""
     candidates = [d for d in storage.list_dirs(run) if _is_checkpoint_name(d)]
     # Epoch numbers are zero-padded (Ray Train's own names are timestamps), so the
@@ -181,7 +181,7 @@ def _runs(root: str) -> dict[str, str]:
     for folder in storage.list_dirs(root):
         if _is_checkpoint_name(folder):
             continue  # an unfinished checkpoint of a run, not a run
-        newest = _newest_checkpoint(folder)
+        newest = newest_checkpoint(folder)
         if newest:
             runs[os.path.basename(folder.rstrip("/"))] = newest
     return runs

@@ -143,17 +143,22 @@ def load(uri: str | None = None, device: torch.device | str | None = None,
 
 def load_reader(meta: dict) -> torch.nn.Module | None:
     """The field reader of the checkpoint ``meta`` describes, eval-mode, or None."""
-    from recognizer.reader.model import build_reader
-
     raw = checkpoint.read_reader(meta)
     if raw is None:
         return None
-    net = build_reader(meta["reader"]["name"])
+    return reader_from_bytes(meta["reader"]["name"], raw, f"{meta['uri']}/{checkpoint.READER_FILE}")
+
+
+def reader_from_bytes(name: str, raw: bytes, what: str) -> torch.nn.Module:
+    """An eval-mode reader of architecture ``name`` from its weights file ``raw``
+    (``what`` names the file in errors)."""
+    from recognizer.reader.model import build_reader
+
+    net = build_reader(name)
     try:
-        net.load_state_dict(checkpoint.state_dict(raw, checkpoint.READER_FILE))
+        net.load_state_dict(checkpoint.state_dict(raw, what))
     except RuntimeError as exc:
-        raise CheckpointError(f"{meta['uri']}/{checkpoint.READER_FILE} does not fit reader "
-                              f"{meta['reader']['name']!r}: {exc}") from exc
+        raise CheckpointError(f"{what} does not fit reader {name!r}: {exc}") from exc
     return net.eval().to(memory_format=torch.channels_last)
 
 

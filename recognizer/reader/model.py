@@ -111,7 +111,7 @@ def strip_scale(boxes: torch.Tensor) -> torch.Tensor:
     return torch.minimum(CROP_H * BOX_FILL / bh, CROP_W / (bw + 2 * LEAD * bh))
 
 
-def strip_origin(boxes: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def strip_origin(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The canvas point (x, y) at the strip's left edge, vertical middle."""
     bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
     return boxes[:, 0] - LEAD * bh, (boxes[:, 1] + boxes[:, 3]) / 2
@@ -120,7 +120,7 @@ def strip_origin(boxes: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor
 def crop_theta(boxes: torch.Tensor) -> torch.Tensor:
     """Affine grids (N, 2, 3) that cut each box (canvas pixels) out as a strip."""
     s = strip_scale(boxes)
-    left, cy = strip_origin(boxes, s)
+    left, cy = strip_origin(boxes)
     theta = torch.zeros(len(boxes), 2, 3, dtype=boxes.dtype, device=boxes.device)
     theta[:, 0, 0] = CROP_W / (s * CANVAS_W)
     theta[:, 0, 2] = 2 / CANVAS_W * (left + CROP_W / (2 * s)) - 1

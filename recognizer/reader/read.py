@@ -17,9 +17,9 @@ import torch
 
 from recognizer.decode import decode
 from recognizer.errors import ImageError, NoDigits
-from recognizer.reader.codec import Reading, greedy_decode
+from recognizer.reader.codec import CLASSES, Reading, greedy_decode
 from recognizer.reader.field_input import Fitted, fit
-from recognizer.reader.model import CANVAS_H, CANVAS_W, STRIDE, strip_origin, strip_scale
+from recognizer.reader.model import CANVAS_H, CANVAS_W, COLUMNS, STRIDE, strip_origin, strip_scale
 from recognizer.results import FieldResult
 
 #: Maps a reading's sequence probability and digit count to the chance it is right
@@ -70,9 +70,6 @@ def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device,
             probs.append(torch.softmax(logits.float(), dim=2).cpu().numpy())
             boxes.append(read_at.float().cpu().numpy())
     if not probs:
-        from recognizer.reader.codec import CLASSES
-        from recognizer.reader.model import COLUMNS
-
         return np.zeros((0, COLUMNS, CLASSES), np.float32), np.zeros((0, 4), np.float32)
     return np.concatenate(probs), np.concatenate(boxes)
 
@@ -83,8 +80,7 @@ def _char_boxes(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[i
     its rows are the box the reader read."""
     b = torch.from_numpy(box[None].astype(np.float32))
     s = float(strip_scale(b)[0])
-    left, _ = strip_origin(b, strip_scale(b))
-    left = float(left[0])
+    left = float(strip_origin(b)[0][0])
     h, w = shape
     top = int(np.clip((box[1] - where.top) / where.scale, 0, h))
     bottom = int(np.clip((box[3] - where.top) / where.scale, top, h))

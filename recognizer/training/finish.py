@@ -43,11 +43,9 @@ def _reader(cfg: TrainConfig, folder: str | None, val) -> tuple[bytes | None, di
     """The reader's weights and meta from its last epoch's checkpoint, calibrated."""
     if not cfg.reader_epochs or folder is None:
         return None, None
-    from recognizer.training.reader_run import fit_reader_calibration, read_reader_meta, reader_meta
+    from recognizer.training.reader_run import final_reader
 
-    raw = storage.read_bytes(storage.join(folder, checkpoint.READER_FILE))
-    calibration = fit_reader_calibration(raw, read_reader_meta(folder)["name"], val)
-    return reader_meta(cfg, folder, calibration)
+    return final_reader(cfg, folder, val)
 
 
 def _splitter(cfg: TrainConfig, inputs: RunInputs, fit_splitter: SplitterTrainer

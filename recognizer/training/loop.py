@@ -256,7 +256,7 @@ def fit(cfg: TrainConfig, data: LoopData | None, world: World, on_epoch: Callabl
         world.all_reduce(totals)
         history.append(_metrics(totals, epoch + 1, epoch_seconds, train_seconds))
         if world.rank == 0:
-            progress(f"{task.name}: " + _epoch_line(history[-1], hyper.epochs) if task.name != "digits"
-                     else _epoch_line(history[-1], hyper.epochs))
+            prefix = "" if task.name == "digits" else f"{task.name}: "
+            progress(prefix + _epoch_line(history[-1], hyper.epochs))
         on_epoch(EpochEnd(epoch + 1, history[-1], history, served, unwrapped, optimizer, schedule, ema))
     return history[-1]

@@ -97,13 +97,7 @@ def read_reader_meta(folder: str) -> dict:
 
 def newest_reader(cfg: TrainConfig) -> str | None:
     """The run's newest complete reader checkpoint, or None."""
-    try:
-        folders = storage.list_dirs(cfg.reader_uri)
-    except Exception:  # noqa: BLE001 - no reader phase yet
-        return None
-    done = [d for d in folders if os.path.basename(d.rstrip("/")).startswith("checkpoint_")
-            and storage.exists(storage.join(d, checkpoint.META_FILE))]
-    return done[-1] if done else None
+    return checkpoint.newest_checkpoint(cfg.reader_uri)
 
 
 def read_reader_resume(folder: str) -> Resume:
@@ -114,13 +108,14 @@ def read_reader_resume(folder: str) -> Resume:
     return Resume(weights, state, folder)
 
 
-def reader_meta(cfg: TrainConfig, folder: str, calibration: dict | None) -> tuple[bytes, dict]:
-    """The final checkpoint's reader: its weights and ``meta["reader"]``."""
+def final_reader(cfg: TrainConfig, folder: str, val: ReaderFields) -> tuple[bytes, dict]:
+    """The final checkpoint's reader from the reader checkpoint ``folder``: its weights
+    and ``meta["reader"]``, with the calibration fitted on ``val``."""
     meta = read_reader_meta(folder)
     raw = storage.read_bytes(storage.join(folder, checkpoint.READER_FILE))
     return raw, {"name": meta["name"], "epochs": meta["epochs"], "exact": meta["exact"],
                  "history": meta["history"], "fields": cfg.reader_fields,
-                 "calibration": calibration}
+                 "calibration": fit_reader_calibration(raw, meta["name"], val)}
 
 
 def fit_reader_calibration(weights: bytes, name: str, val: ReaderFields) -> dict | None:
@@ -129,14 +124,11 @@ def fit_reader_calibration(weights: bytes, name: str, val: ReaderFields) -> dict
     import torch
 
     from recognizer.fields.calibrate import fit
+    from recognizer.predict import reader_from_bytes
     from recognizer.reader.codec import digits_of, greedy_decode
-    from recognizer.reader.model import build_reader
     from recognizer.reader.read import run
 
-    net = build_reader(name)
-    net.load_state_dict(checkpoint.state_dict(weights, checkpoint.READER_FILE))
-    net = net.eval().to(memory_format=torch.channels_last)
-    probs, _ = run(net, val.canvas, torch.device("cpu"))
+    probs, _ = run(reader_from_bytes(name, weights, checkpoint.READER_FILE), val.canvas, torch.device("cpu"))
     readings = [greedy_decode(p) for p in probs]
     keep = [i for i, r in enumerate(readings) if r.text]
     raw = np.array([readings[i].path_probability for i in keep])
