@@ -14,7 +14,18 @@ from recognizer import checkpoint
 from recognizer.errors import BlankImage, ConfigError
 from recognizer.reader.codec import ALPHABET, BLANK, CLASSES, LabelError, encode, greedy_decode
 from recognizer.reader.field_input import fit
-from recognizer.reader.model import BOX_FILL, CANVAS_H, CANVAS_W, COLUMNS, CROP_H, build_reader, cut_strips
+from recognizer.reader.model import (
+    BOX_FILL,
+    CANVAS_H,
+    CANVAS_W,
+    COLUMNS,
+    CROP_H,
+    CROP_W,
+    STRIP_FLOOR,
+    build_reader,
+    cut_strips,
+    stretch,
+)
 from recognizer.training.config import TrainConfig
 
 
@@ -54,6 +65,42 @@ def test_a_box_is_cut_out_as_a_strip_at_reading_height():
     assert len(rows) == pytest.approx(BOX_FILL * CROP_H, abs=2)
     logits, located, read_at = build_reader("crnn").eval()(canvas)
     assert logits.shape == (1, COLUMNS, CLASSES) and located.shape == read_at.shape == (1, 4)
+
+
+def test_each_strip_is_stretched_to_its_own_ink_and_an_empty_one_is_left_alone():
+    strips = torch.zeros(3, 1, CROP_H, CROP_W)
+    strips[0, 0, 10:20, 50:60] = 0.3  # a pale number: the canvas was stretched for a black mask
+    strips[1, 0, 10:20, 50:60] = 1.0
+    strips[2, 0, 5, 5] = STRIP_FLOOR / 2  # a speck on empty paper
+    out = stretch(strips)
+    assert out[0].max() == pytest.approx(1.0) and out[1].max() == pytest.approx(1.0)
+    assert out[2].max() == pytest.approx(0.5) and torch.equal(out[0] > 0, strips[0] > 0)
+
+
+def test_a_fields_pen_can_be_thinner_or_thicker_than_its_digits(mnist_dir):
+    from dataclasses import replace
+
+    from recognizer import data
+    from recognizer.data.forms import FormConfig
+    from recognizer.data.forms.layout import restroke
+    from recognizer.data.reader_fields import READER_FORMS, synthesize
+    from recognizer.data.synth_fields import as_digits_u8, render_digit
+
+    d = data.load(mnist_dir, "test")
+    digit = render_digit(as_digits_u8(d.images[:1])[0], np.random.default_rng(0), 40.0, 0.0)
+    area = (digit > 0.5).sum()
+    assert (restroke(digit, -4.0) > 0.5).sum() < 0.7 * area < area < (restroke(digit, 2.0) > 0.5).sum()
+    assert restroke(digit, -40.0).max() > 0.5  # never thinned away entirely
+    assert READER_FORMS.pen_change[0] < 0 < READER_FORMS.spaced
+
+    def ink_share(cfg: FormConfig) -> float:
+        plain = replace(cfg, p_background=0, p_hlines=0, p_vlines=0, p_boxes=0, p_printed_text=0,
+                        p_mask=0, p_specks=0, p_underline=0, p_start_sign=0, p_large_cell=0)
+        f = synthesize(as_digits_u8(d.images[:300]), d.labels[:300], 60, seed=5, cfg=plain)
+        return float(np.mean([(c > 128).sum() / max(1.0, (b[2] - b[0]) * (b[3] - b[1]))
+                              for c, b, r in zip(f.canvas, f.boxes, f.raws, strict=True) if r]))
+
+    assert ink_share(replace(READER_FORMS, pen_change=(-0.09, -0.06))) < 0.8 * ink_share(READER_FORMS)
 
 
 def test_synthesized_fields_hold_their_boxes_and_some_blank_cells(mnist_dir):

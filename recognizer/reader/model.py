@@ -7,9 +7,10 @@ ledger cell or fill a cheque strip, so reading the canvas as it is would give th
 digits anything from 10 to 100 pixels of height. The *localizer* looks at a coarse
 copy of the canvas and says where the handwriting is (a box); the box is cut out of
 the canvas at a fixed digit height (``CROP_H`` x ``CROP_W``, by ``grid_sample``) and
-the *reader* reads that strip: convolutions and pooling to 4 rows, a learned attention
-over the rows per column, 1-D convolutions across columns for context, and per column
-the outputs over blank and the alphabet (:mod:`recognizer.reader.codec`).
+the *reader* reads that strip, its contrast stretched to its own ink: convolutions and
+pooling to 4 rows, a learned attention over the rows per column, 1-D convolutions across
+columns for context, and per column the outputs over blank and the alphabet
+(:mod:`recognizer.reader.codec`).
 
 Training teaches the localizer the synthesized box and feeds the reader strips cut at
 jittered true boxes and at the localizer's own (:func:`crop_theta`); at inference the
@@ -38,6 +39,8 @@ COLUMNS = CROP_W // STRIDE
 BOX_FILL, LEAD = 0.6, 0.2
 #: Coarse canvas the localizer sees: the canvas averaged over LOCATE_POOL x LOCATE_POOL.
 LOCATE_POOL = 2
+#: A strip whose strongest ink is below this level is not stretched (nothing to read).
+STRIP_FLOOR = 0.05
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
@@ -142,6 +145,14 @@ def cut_strips(canvas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return torch.where(shrink, coarse, fine)
 
 
+def stretch(strips: torch.Tensor) -> torch.Tensor:
+    """Each strip scaled so that its strongest ink reaches 1. The canvas was stretched for
+    the whole crop, where a black mask, a border or a heading can outshine a pale number;
+    the strip holds the number alone."""
+    peak = strips.flatten(1).amax(1).clamp(min=STRIP_FLOOR)
+    return strips / peak.view(-1, 1, 1, 1)
+
+
 def to_pixels(boxes: torch.Tensor) -> torch.Tensor:
     """Boxes as shares of the canvas -> canvas pixels."""
     return boxes * boxes.new_tensor([CANVAS_W, CANVAS_H, CANVAS_W, CANVAS_H])
@@ -168,7 +179,7 @@ class FieldReader(nn.Module):
         boxes = to_pixels(located)
         if read_at is not None:
             boxes = torch.where(torch.isnan(read_at), boxes.detach(), read_at)
-        return self.reader(cut_strips(canvas, boxes)), located, boxes
+        return self.reader(stretch(cut_strips(canvas, boxes))), located, boxes
 
 
 def fold_batch_norms(net: nn.Module) -> nn.Module:

@@ -47,6 +47,14 @@ class FormConfig:
     #: The share of fields written by one hand: one slant and digit size for the whole
     #: field, each digit varying a little about them (else each digit draws its own).
     same_hand: float = 0.0
+    #: How much thinner or thicker than the digits' own strokes each field's pen is, as a
+    #: share of the digit height (negative: thinner): steel nibs and fine ball pens write
+    #: far thinner strokes than the digits they are drawn from. (0, 0): the digits' own.
+    pen_change: tuple[float, float] = (0.0, 0.0)
+    #: Share of fields whose digits are spaced widely (gaps of up to ``wide_gap`` digit
+    #: heights: digits in comb boxes, spaced postal codes) rather than up to 0.45.
+    spaced: float = 0.0
+    wide_gap: float = 1.5
 
 
 @dataclass

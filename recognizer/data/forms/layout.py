@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from recognizer.data.forms.config import FormConfig
@@ -36,13 +37,32 @@ def raw(glyphs: Sequence[str]) -> str:
     return "".join("-" if g == "--" else g for g in glyphs)
 
 
+def restroke(ink: np.ndarray, change: float) -> np.ndarray:
+    """``ink`` with its strokes ``change`` pixels wider (negative: thinner), by grey
+    dilation or erosion with a disc; strokes are never thinned away entirely."""
+    k = 1 + 2 * int(round(abs(change) / 2))
+    if k == 1:
+        return ink
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    if change > 0:
+        return cv2.dilate(ink, disc)
+    thin = cv2.erode(ink, disc)
+    # A digit eroded away entirely keeps its strokes' cores instead.
+    return thin if thin.max() >= 0.5 else np.clip(ink - 0.6, 0, None) / 0.4
+
+
 def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
              rng: np.random.Generator, height: float) -> tuple[np.ndarray, list, list, float]:
     """Ink of the handwritten row; the digits' spans and the marks' spans; pen width."""
     pen = height * rng.uniform(0.07, 0.13)
+    # Drawn only when asked for, so that fields of other configs keep their random streams.
+    change = rng.uniform(*cfg.pen_change) * height if cfg.pen_change != (0.0, 0.0) else 0.0
+    pen = max(1.0, pen + change)
+    max_gap = 0.45
+    if cfg.spaced > 0 and rng.random() < cfg.spaced:
+        max_gap = rng.uniform(0.45, cfg.wide_gap)
     items = []
     it = iter(digits)
-    # Drawn only when asked for, so that fields of other configs keep their random streams.
     one_hand = cfg.same_hand > 0 and rng.random() < cfg.same_hand
     slant = rng.uniform(-0.3, 0.3) if one_hand else 0.0
     for g in glyphs:
@@ -51,7 +71,7 @@ def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
                 size, lean = height * rng.uniform(0.92, 1.08), slant + rng.normal(0, 0.04)
             else:
                 size, lean = height * rng.uniform(0.8, 1.2), rng.uniform(-0.25, 0.25)
-            items.append(("d", render_digit(next(it), rng, size, lean)))
+            items.append(("d", restroke(render_digit(next(it), rng, size, lean), change)))
         elif g == ".-":
             items.append(("m", mark(".", height, pen, rng)))
             items.append(("m", mark("-", height, pen, rng)))
@@ -60,7 +80,7 @@ def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
     tallest = max(a.shape[0] for _, a in items)
     pad = int(0.5 * height)
     canvas_h = tallest + 2 * pad
-    canvas_w = sum(a.shape[1] for _, a in items) + int(0.6 * height) * len(items) + 2 * pad
+    canvas_w = sum(a.shape[1] for _, a in items) + int((max_gap + 0.15) * height) * len(items) + 2 * pad
     canvas = np.zeros((canvas_h, canvas_w), np.float32)
     baseline = pad + tallest
     x = pad
@@ -73,7 +93,7 @@ def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
             if prev_digit and rng.random() < cfg.touching:
                 left = touch_offset(canvas, ink, top, x)
             else:
-                left = x + int(rng.integers(1, max(2, int(0.45 * height))))
+                left = x + int(rng.integers(1, max(2, int(max_gap * height))))
         else:
             # a mark's array holds its base line at row `height`
             top = int(np.clip(baseline - int(round(height)) + round(rng.normal(0, 0.03 * height)),
