@@ -84,7 +84,8 @@ def write_reader_checkpoint(folder: str, cfg: TrainConfig, end: EpochEnd) -> Non
     storage.write_bytes(storage.join(folder, checkpoint.STATE_FILE),
                         checkpoint.tensor_bytes(end.train_state()))
     meta = {"format": READER_FORMAT, "name": cfg.reader, "epochs": end.epoch, "history": end.history,
-            "exact": end.metrics["val_accuracy"], "recipe": cfg.recipe()}
+            "exact": end.metrics["val_accuracy"], "recipe": cfg.recipe(),
+            "code_version": checkpoint.code_version()}
     storage.write_bytes(storage.join(folder, checkpoint.META_FILE), json.dumps(meta, indent=2).encode())
 
 
@@ -115,6 +116,7 @@ def final_reader(cfg: TrainConfig, folder: str, val: ReaderFields) -> tuple[byte
     raw = storage.read_bytes(storage.join(folder, checkpoint.READER_FILE))
     return raw, {"name": meta["name"], "epochs": meta["epochs"], "exact": meta["exact"],
                  "history": meta["history"], "fields": cfg.reader_fields,
+                 "code_version": meta.get("code_version"),
                  "calibration": fit_reader_calibration(raw, meta["name"], val)}
 
 
