@@ -10,6 +10,9 @@ DIGITS_ROWID ?= $(abspath ../shared/data/rowid-dev)
 export DIGITS_ROWID
 DIGITS_CHEQUE ?= $(abspath ../shared/data/cheque-dev)
 export DIGITS_CHEQUE
+# Real labelled fields for the fine-tuning benchmark only.
+DIGITS_ROWID_TRAIN ?= $(abspath ../shared/data/rowid-train)
+export DIGITS_ROWID_TRAIN
 
 .PHONY: setup system-packages test lint demo bench bundled-model clean
 

@@ -19,30 +19,25 @@ most confident first, whose errors stay within that rate.
 from __future__ import annotations
 
 import glob
-import math
 import os
 import time
 
 import numpy as np
 
 import recognizer
-from bench.fields import LENGTH, edit_distance
-from bench.forms import FORM_FIELDS, ROWID_ENV, accepted_share, load_real
+from bench.fields import LENGTH
+from bench.forms import FORM_FIELDS, ROWID_ENV, load_real
 from recognizer import data
 from recognizer.data.forms import make_form_fields
 from recognizer.data.synth_fields import make_fields
 from recognizer.fields import FieldResult, read_fields
+from recognizer.training.field_scores import accepted_share, edit_distance, half_width
 
 #: Environment variable naming the folder of real cheque amounts (development set).
 CHEQUE_ENV = "DIGITS_CHEQUE"
 #: Fields per read_fields call.
 BATCH = 200
 FIVE_DIGIT_FIELDS = 2000
-
-
-def half_width(p: float, n: int) -> float:
-    """The 95% half-width of a proportion ``p`` measured on ``n`` fields."""
-    return 1.96 * math.sqrt(max(p * (1 - p), 1.0 / n) / n) if n else float("nan")
 
 
 def _read(model: recognizer.Recognizer, images: list, reader: str) -> tuple[list, float]:

@@ -20,6 +20,7 @@ import recognizer
 from recognizer import data
 from recognizer.data.synth_fields import make_fields
 from recognizer.fields import FieldResult, read_fields, segment
+from recognizer.training.field_scores import edit_distance
 
 LENGTH = 5
 COUNT = 2000
@@ -27,16 +28,6 @@ COUNT = 2000
 BATCH = 200
 TARGET = 0.95
 SETS = {"apart": 0.0, "touching 10%": 0.1}
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance between two strings (per-digit accuracy counts it as errors)."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
 
 
 def measure(model: recognizer.Recognizer, fields: list[np.ndarray], texts: list[str],

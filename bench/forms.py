@@ -25,10 +25,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import recognizer
-from bench.fields import edit_distance
 from recognizer import data
 from recognizer.data.forms import make_form_fields
 from recognizer.fields import FieldResult, read_fields
+from recognizer.training.field_scores import accepted_share, edit_distance
 
 #: Environment variable naming the folder of real fields (development set).
 ROWID_ENV = "DIGITS_ROWID"
@@ -57,15 +57,6 @@ def _read(model: recognizer.Recognizer, images: list) -> tuple[list, float]:
     for i in range(0, len(images), BATCH):
         results.extend(read_fields(model, images[i:i + BATCH]))
     return results, time.perf_counter() - t0
-
-
-def accepted_share(right: np.ndarray, confidence: np.ndarray, error_rate: float) -> float:
-    """The largest share of fields, most confident first, whose errors stay within
-    ``error_rate``."""
-    order = np.argsort(-confidence, kind="stable")
-    errors = np.cumsum(~right[order]) / np.arange(1, len(right) + 1)
-    ok = np.flatnonzero(errors <= error_rate)
-    return float((ok.max() + 1) / len(right)) if ok.size else 0.0
 
 
 def score(results: list, texts: list[str], seconds: float) -> dict:

@@ -20,7 +20,7 @@ from recognizer.runtime import ray_session
 
 SECTIONS = {"training": "bench.training", "serving": "bench.serving", "jobs": "bench.jobs",
             "fields": "bench.fields", "forms": "bench.forms", "devsets": "bench.devsets",
-            "scale": "bench.scale"}
+            "fine_tune": "bench.fine_tune", "scale": "bench.scale"}
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
 WORK_DIR = os.path.join(HERE, ".work")

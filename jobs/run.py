@@ -61,12 +61,17 @@ def _resources() -> tuple[int, int]:
 
 def _with_checkpoint(cfg: JobConfig) -> tuple[JobConfig, dict]:
     """``cfg`` naming its checkpoint (the bundled model when none is given), and the
-    checkpoint's meta."""
+    checkpoint's meta; refused before anything starts when the job asks for a learned
+    field reader the checkpoint does not have."""
     cfg = replace(cfg, checkpoint=default_checkpoint(cfg.checkpoint))
     try:
-        return cfg, checkpoint.identify(cfg.checkpoint)
+        meta = checkpoint.identify(cfg.checkpoint)
     except CheckpointError as exc:
         raise JobError(f"cannot use checkpoint: {exc}") from exc
+    if cfg.mode == "field" and cfg.field_reader == "learned" and not meta.get(checkpoint.READER_HASH):
+        raise JobError(f"--field-reader learned: checkpoint {meta['uri']} has no learned field reader "
+                       "(train one with `digits train --reader-epochs N`)")
+    return cfg, meta
 
 
 def run_job(cfg: JobConfig) -> dict:
@@ -171,13 +176,8 @@ class _ShardRun:
         return ray.put(raw) if raw is not None else None
 
     def _learned(self) -> bool:
-        """Field mode with the learned reader (refused when the checkpoint has none)."""
-        if self.cfg.mode != "field" or self.cfg.field_reader != "learned":
-            return False
-        if not self.meta.get(checkpoint.READER_HASH):
-            raise JobError(f"--field-reader learned: checkpoint {self.meta['uri']} has no learned "
-                           "field reader (train one with `digits train --reader-epochs N`)")
-        return True
+        """Field mode with the learned reader (the checkpoint's was checked before the run)."""
+        return self.cfg.mode == "field" and self.cfg.field_reader == "learned"
 
     def _calibration(self) -> dict | None:
         """Field mode: the checkpoint's confidence calibration (its learned reader's, when

@@ -218,8 +218,12 @@ def _read_weights(folder: str) -> bytes:
 
 
 def _identified(meta: dict, folder: str, digest: str) -> dict:
-    """meta plus ``uri`` (the folder used) and ``version`` (model name + weights hash)."""
-    return {**meta, "uri": folder, "version": f"{meta['model']}-{digest[:12]}"}
+    """meta plus ``uri`` (the folder used) and ``version``: model name + weights hash, and
+    the field reader's hash when there is one (a fine-tuned reader is another version)."""
+    version = f"{meta['model']}-{digest[:12]}"
+    if meta.get(READER_HASH):
+        version += f"-r{meta[READER_HASH][:8]}"
+    return {**meta, "uri": folder, "version": version}
 
 
 def identify(uri: str) -> dict:
@@ -235,7 +239,7 @@ def identify(uri: str) -> dict:
 def load(uri: str) -> tuple[nn.Module, dict]:
     """Load a checkpoint into an eval-mode CPU model. Returns (model, meta).
 
-    meta gains ``version`` (model name + weights hash) and ``uri`` (the folder used).
+    meta gains ``version`` (model name + weights hash, and the reader's) and ``uri`` (the folder used).
     """
     folder = resolve(uri)
     meta = read_meta(folder)

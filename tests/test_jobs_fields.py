@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import recognizer
 from jobs import schema, shards
+from jobs.errors import JobError
 from jobs.run import JobConfig, run_job
 from recognizer.data import synth
 from recognizer.fields import read_fields
@@ -55,6 +57,12 @@ def test_field_mode_writes_strings_that_match_the_library(ray_cluster, bucket, m
     assert bad["text"] == [None, None] and bad["confidence"] == [None, None]
     assert bad["error"][0].startswith("blank_image") and bad["error"][1].startswith("not_an_image")
     assert bad["error_code"] == ["blank_image", "not_an_image"]
+
+    # The learned reader from a checkpoint that has none: refused before any work starts.
+    with pytest.raises(JobError, match="no learned field reader.*--reader-epochs"):
+        run_job(JobConfig(input=inp, output=f"s3://{bucket}/never", checkpoint=trained_checkpoint,
+                          mode="field", field_reader="learned", progress=False))
+    assert storage.list_files(f"s3://{bucket}/never", recursive=True) == []
 
 
 def test_field_mode_marks_low_confidence_rows_for_review(ray_cluster, bucket, mnist_test_raw,

@@ -6,6 +6,7 @@ import argparse
 
 from recognizer import settings
 from recognizer.checkpoint import CHECKPOINT_HELP
+from recognizer.errors import DataError
 from recognizer.models import MODELS
 from recognizer.reader.model import READERS
 from recognizer.training.config import TrainConfig
@@ -66,6 +67,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="the reader's global batch size (default %(default)s)")
     p.add_argument("--reader-lr", type=float, default=d.reader_lr,
                    help="the reader's peak learning rate (default %(default)s)")
+    g = p.add_argument_group(
+        "fine-tuning on your own fields",
+        "With --fields, the run fine-tunes the learned field reader of a checkpoint on labelled fields "
+        "instead of training from digits; its final checkpoint is OUTPUT/NAME/checkpoint_fine_tuned.")
+    g.add_argument("--fields", metavar="PREFIX",
+                   help="folder or s3:// prefix of Parquet shards with 'image' (encoded bytes) and 'text' "
+                        "(the field as written, e.g. 18.014); an 'id' column names rows in the report")
+    g.add_argument("--checkpoint", dest="start", metavar="URI",
+                   help="the checkpoint whose reader is fine-tuned (default: the bundled model)")
+    g.add_argument("--val", dest="val_fields", metavar="PREFIX",
+                   help="labelled validation fields (default: --val-fraction of --fields)")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of the rows held out for validation, by a hash of each id "
+                        "(default %(default)s)")
+    g.add_argument("--fields-limit", type=int, default=d.fields_limit, metavar="N",
+                   help="use only the first N rows of --fields")
+    g.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs, metavar="N",
+                   help="epochs of fine-tuning; the best by validation exact rate is kept "
+                        "(default %(default)s)")
+    g.add_argument("--fine-tune-lr", type=float, default=d.fine_tune_lr,
+                   help="peak learning rate of fine-tuning (default %(default)s)")
+    g.add_argument("--synth-mix", type=float, default=d.synth_mix, metavar="SHARE",
+                   help="synthesized fields mixed in per labelled field, so that other forms are "
+                        "not forgotten (default %(default)s)")
     p.set_defaults(func=_train)
 
 
@@ -79,7 +104,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       field_pieces=args.field_pieces, splitter_examples=args.splitter_examples,
                       splitter_epochs=args.splitter_epochs, reader=args.reader,
                       reader_epochs=args.reader_epochs, reader_fields=args.reader_fields,
-                      reader_batch_size=args.reader_batch_size, reader_lr=args.reader_lr)
+                      reader_batch_size=args.reader_batch_size, reader_lr=args.reader_lr,
+                      fields=args.fields, start=args.start, val_fields=args.val_fields,
+                      val_fraction=args.val_fraction, fields_limit=args.fields_limit,
+                      fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
+                      synth_mix=args.synth_mix)
     cfg.validate()
     return cfg
 
@@ -97,7 +126,8 @@ def _train(args: argparse.Namespace) -> int:
         ray_session.connect()
         result = ray_train.run(cfg)
     m = result.metrics
-    print(f"accuracy {m.get('val_accuracy', float('nan')):.2%} after {m.get('epoch')} epochs "
+    what = "validation exact" if cfg.fields is not None else "accuracy"
+    print(f"{what} {m.get('val_accuracy', float('nan')):.2%} after {m.get('epoch')} epochs "
           f"({m.get('train_seconds', 0):.1f} s of training)")
     print(f"checkpoint: {result.checkpoint}")
     return 0
@@ -114,10 +144,52 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default="report", help="folder for the report files")
     p.add_argument("--tsne-sample", type=int, default=SAMPLE, metavar="N",
                    help="test digits in the t-SNE maps (0: no maps; default %(default)s)")
+    p.add_argument("--fields", metavar="PREFIX",
+                   help="instead: read labelled fields (Parquet 'image', 'text', optional 'id' under a "
+                        "folder or s3:// prefix) and report exact rate, character error rate and the "
+                        "shares accepted at 1%% and 0.5%% error")
+    p.add_argument("--field-reader", default="learned", choices=list(settings.FIELD_READERS),
+                   help="with --fields: the reader to score (default %(default)s)")
+    p.add_argument("--fields-limit", type=int, metavar="N", help="with --fields: the first N rows only")
     p.set_defaults(func=_evaluate)
 
 
+def _evaluate_fields(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from recognizer.data.labelled_fields import labelled_rows
+    from recognizer.fields import read_fields
+    from recognizer.predict import load
+    from recognizer.reader.codec import digits_of
+    from recognizer.training.field_scores import score_fields
+
+    model = load(args.checkpoint)
+    rows = labelled_rows(args.fields, args.fields_limit)
+    print(rows.report.summary())
+    if not rows.ids:
+        raise DataError(f"no usable labelled fields under {args.fields}")
+    results = []
+    for at in range(0, len(rows.images), 256):
+        results += read_fields(model, rows.images[at:at + 256], reader=args.field_reader)
+    scores = score_fields(results, [digits_of(t) for t in rows.labels])
+    scores.update(checkpoint=model.meta.get("uri"), version=model.version, reader=args.field_reader,
+                  data=rows.report.to_meta())
+    os.makedirs(args.report, exist_ok=True)
+    path = os.path.join(args.report, "fields.json")
+    with open(path, "w") as f:
+        json.dump(scores, f, indent=2)
+    print(f"model {model.version}, {args.field_reader} reader: {scores['exact']:.2%} ± "
+          f"{scores['plus_minus']:.1%} exact of {scores['fields']:,} fields, character error rate "
+          f"{scores['char_error_rate']:.2%}; accepted at 1% error {scores['accepted_at_1%']:.1%}, "
+          f"at 0.5% {scores['accepted_at_0.5%']:.1%}")
+    print(f"  {path}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.fields:
+        return _evaluate_fields(args)
     from recognizer import data
     from recognizer.predict import load
     from recognizer.training.embedding import tsne_maps

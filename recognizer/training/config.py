@@ -20,6 +20,10 @@ RECIPE_KEYS = ("model", "epochs", "batch_size", "lr", "weight_decay", "label_smo
                "calibration_fields", "splitter_examples", "splitter_epochs", "reader", "reader_epochs",
                "reader_fields", "reader_val_fields", "reader_batch_size", "reader_lr")
 
+#: The settings of a fine-tuning run (``digits train --fields``), recorded in its meta.
+FINE_TUNE_KEYS = ("fields", "start", "val_fields", "val_fraction", "fields_limit", "fine_tune_epochs",
+                  "fine_tune_lr", "fine_tune_min_epoch", "synth_mix", "reader_batch_size", "seed")
+
 
 @dataclass(frozen=True)
 class Hyper:
@@ -90,6 +94,22 @@ class TrainConfig:
     reader_val_fields: int = 2_000
     reader_batch_size: int = 64
     reader_lr: float = 3e-3
+    #: Fine-tuning the learned reader on a user's labelled fields (``digits train --fields``)
+    #: instead of training from the digits: the Parquet prefix of fields (``image``,
+    #: ``text``), the checkpoint it starts from (None: the bundled model), its validation
+    #: fields (a prefix; else ``val_fraction`` of the rows, chosen by a hash of each id),
+    #: at most this many rows (None: all), epochs, peak learning rate, labelled fields per
+    #: epoch at least (a small set is repeated), and synthesized fields mixed in per
+    #: labelled one so that other forms are not forgotten.
+    fields: str | None = None
+    start: str | None = None
+    val_fields: str | None = None
+    val_fraction: float = 0.1
+    fields_limit: int | None = None
+    fine_tune_epochs: int = 6
+    fine_tune_lr: float = 1e-3
+    fine_tune_min_epoch: int = 2_000
+    synth_mix: float = 1.0
     #: Torch threads of each Ray Train worker on CPUs; None: the cluster's CPUs shared
     #: out among the workers (one worker with every core of a small machine trains
     #: several times faster than two that all-reduce every step).
@@ -124,9 +144,21 @@ class TrainConfig:
                               "itself at least the number of workers) and at least one validation "
                               f"field; got {self.reader_fields}, {self.reader_batch_size} and "
                               f"{self.reader_val_fields} (--reader-epochs 0 trains none)")
+        if self.fields is not None:
+            self._validate_fine_tune()
         if self.splitter_epochs and self.splitter_examples < 1:
             raise ConfigError("splitter_examples must be at least 1 when a splitter is trained "
                               f"(got {self.splitter_examples}; --splitter-epochs 0 trains none)")
+
+    def _validate_fine_tune(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.fine_tune_epochs < 1:
+            raise ConfigError(f"fine_tune_epochs must be at least 1, got {self.fine_tune_epochs}")
+        if self.synth_mix < 0:
+            raise ConfigError(f"synth_mix must not be negative, got {self.synth_mix}")
+        if self.fields_limit is not None and self.fields_limit < 1:
+            raise ConfigError(f"fields_limit must be at least 1, got {self.fields_limit}")
 
     @property
     def splitter_config(self) -> SplitterConfig:
@@ -137,6 +169,16 @@ class TrainConfig:
     def reader_hyper(self) -> Hyper:
         """The loop's numbers for the reader."""
         return Hyper(self.reader_epochs, self.reader_batch_size, self.reader_lr, 1e-4, 0.999, self.seed)
+
+    @property
+    def fine_tune_hyper(self) -> Hyper:
+        """The loop's numbers for fine-tuning the reader: a shorter moving average, for
+        runs of a few hundred steps."""
+        return Hyper(self.fine_tune_epochs, self.reader_batch_size, self.fine_tune_lr, 1e-4, 0.99, self.seed)
+
+    def fine_tune_recipe(self) -> dict:
+        """The settings a fine-tuning run may not change when it resumes."""
+        return {k: getattr(self, k) for k in FINE_TUNE_KEYS}
 
     @property
     def reader_uri(self) -> str:

@@ -22,7 +22,8 @@ from recognizer.training.prepare import RunInputs, SplitterTrainer
 #: Appended to the last epoch's folder name: the final checkpoint sorts after it.
 FINAL_SUFFIX = "_final"
 #: Meta keys that :func:`checkpoint.load` adds and a saved meta must not carry.
-_LOADED_KEYS = ("version", "uri")
+#: Meta keys that loading a checkpoint adds; not saved with it.
+LOADED_KEYS = ("version", "uri")
 
 
 def final_name(last: str) -> str:
@@ -94,7 +95,7 @@ def finish_run(cfg: TrainConfig, last: str, inputs: RunInputs,
     from recognizer.fields.calibrate import META_KEY
 
     model, meta = checkpoint.load(last)
-    for key in _LOADED_KEYS:
+    for key in LOADED_KEYS:
         meta.pop(key, None)
     splitter, metrics = _splitter(cfg, inputs, fit_splitter)
     meta["splitter"] = metrics
@@ -118,7 +119,7 @@ def _with_reader(cfg: TrainConfig, folder: str, reader: str, reader_val) -> str:
     """Rewrite the final checkpoint ``folder`` with the reader of checkpoint ``reader``."""
     model, meta = checkpoint.load(folder)
     splitter = checkpoint.read_splitter(meta)
-    for key in _LOADED_KEYS:
+    for key in LOADED_KEYS:
         meta.pop(key, None)
     reader_raw, meta["reader"] = _reader(cfg, reader, reader_val)
     checkpoint.save(folder, model, meta, checkpoint.load_train_state(folder), splitter, reader_raw)

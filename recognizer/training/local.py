@@ -41,8 +41,10 @@ def run(cfg: TrainConfig) -> TrainResult:
     checkpoint's folder and metrics."""
     from recognizer.predict import select_device
 
-    inputs = prepare_run(cfg)
     world = World(device=select_device(cfg.use_gpu))
+    if cfg.fields is not None:
+        return _fine_tune(cfg, world)
+    inputs = prepare_run(cfg)
     newest = _newest(cfg)
     resume: Resume | None = read_resume(newest) if newest else None
 
@@ -83,3 +85,28 @@ def _train_reader(cfg: TrainConfig, world: World):
 
     fit(cfg, None, world, on_epoch, resume, reader_task(cfg.reader, cfg.reader_hyper, train, val, world))
     return newest, val
+
+
+def _fine_tune(cfg: TrainConfig, world: World) -> TrainResult:
+    """``digits train --fields``: the reader of the starting checkpoint, fine-tuned."""
+    from recognizer.training import fine_tune as ft
+    from recognizer.training.reader import reader_task
+    from recognizer.training.reader_run import read_reader_resume
+
+    start, meta, weights = ft.start_reader(cfg)
+    found = ft.fine_tune_data(cfg)
+    newest = checkpoint.newest_checkpoint(ft.epochs_uri(cfg))
+    resume = None
+    if newest:
+        ft.check_resume(newest, found.record)
+        resume = read_reader_resume(newest)
+
+    def on_epoch(end: EpochEnd) -> None:
+        nonlocal newest
+        newest = storage.join(ft.epochs_uri(cfg), checkpoint_name(end.epoch))
+        ft.write_epoch(newest, cfg, end, found.record)
+        _prune(cfg, ft.epochs_uri(cfg))
+
+    task = reader_task(meta["reader"]["name"], cfg.fine_tune_hyper, found.train, found.val, world, weights)
+    metrics = fit(cfg, None, world, on_epoch, resume, task)
+    return TrainResult(checkpoint=ft.finish(cfg, start, newest, found.val, found.record), metrics=metrics)

@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 import torch
 
+from recognizer import checkpoint
 from recognizer.errors import ConfigError
 from recognizer.runtime import storage
 from recognizer.training.checkpoints import checkpoint_name, read_resume, write_checkpoint
@@ -68,6 +69,15 @@ def train_loop_per_worker(loop: dict) -> None:
         from recognizer.training.reader_run import read_reader_resume, write_reader_checkpoint
 
         train, val = ray.get(loop["reader_ref"])
+        if loop.get("start_ref") is not None:  # fine-tuning a checkpoint's reader
+            from recognizer.training.fine_tune import write_epoch
+
+            name, start = ray.get(loop["start_ref"])
+            task = reader_task(name, cfg.fine_tune_hyper, train, val, world, start)
+            record = loop["record"]
+            _fit_and_report(cfg, world, None, task, lambda tmp, end: write_epoch(tmp, cfg, end, record),
+                            read_reader_resume)
+            return
         task = reader_task(cfg.reader, cfg.reader_hyper, train, val, world)
         _fit_and_report(cfg, world, None, task, lambda tmp, end: write_reader_checkpoint(tmp, cfg, end),
                         read_reader_resume)
@@ -119,8 +129,10 @@ def run(cfg: TrainConfig) -> TrainResult:
     """Train with Ray Train on the connected Ray cluster; returns the final checkpoint URI."""
     import ray
 
-    inputs = prepare_run(cfg)
     threads = cfg.threads_per_worker or int(ray.cluster_resources().get("CPU", 1)) // cfg.workers
+    if cfg.fields is not None:
+        return _fine_tune(cfg, threads)
+    inputs = prepare_run(cfg)
     loop = {"cfg": cfg, "info": inputs.info, "data_ref": ray.put(inputs.data), "threads": threads,
             "splitter_ref": ray.put(inputs.splitter) if inputs.splitter is not None else None}
     result = _trainer(cfg, loop, cfg.name, cfg.output_root).fit()
@@ -133,6 +145,25 @@ def run(cfg: TrainConfig) -> TrainResult:
         reader_loop = {"cfg": cfg, "threads": threads, "reader_ref": ray.put((train, val))}
         reader = _checkpoint_uri(cfg, _trainer(cfg, reader_loop, "reader", cfg.run_uri).fit())
     return TrainResult(checkpoint=finish_run(cfg, uri, inputs, _splitter_in_task, reader, val),
+                       metrics=dict(result.metrics or {}))
+
+
+def _fine_tune(cfg: TrainConfig, threads: int) -> TrainResult:
+    """``digits train --fields``: the starting checkpoint's reader fine-tuned on Ray Train."""
+    import ray
+
+    from recognizer.training import fine_tune as ft
+
+    start, meta, weights = ft.start_reader(cfg)
+    found = ft.fine_tune_data(cfg, _ray_map)
+    newest = checkpoint.newest_checkpoint(ft.epochs_uri(cfg))
+    if newest:
+        ft.check_resume(newest, found.record)
+    loop = {"cfg": cfg, "threads": threads, "reader_ref": ray.put((found.train, found.val)),
+            "start_ref": ray.put((meta["reader"]["name"], weights)), "record": found.record}
+    result = _trainer(cfg, loop, ft.EPOCHS_DIR, cfg.run_uri).fit()
+    last = _checkpoint_uri(cfg, result)
+    return TrainResult(checkpoint=ft.finish(cfg, start, last, found.val, found.record),
                        metrics=dict(result.metrics or {}))
 
 

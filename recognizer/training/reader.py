@@ -68,8 +68,11 @@ def exact(logits: torch.Tensor, targets: torch.Tensor) -> int:
     return right
 
 
-def reader_task(name: str, hyper: Hyper, train: ReaderFields, val: ReaderFields, world: World) -> Task:
-    """The reader's task on ``train``, validated on this worker's share of ``val``."""
+def reader_task(name: str, hyper: Hyper, train: ReaderFields, val: ReaderFields, world: World,
+                start: dict | None = None) -> Task:
+    """The reader's task on ``train``, validated on this worker's share of ``val``;
+    ``start``: the weights it starts from (fine-tuning), else new ones. Fields whose box
+    is unknown (NaN) are read at the localizer's box and do not teach it."""
     targets = torch.from_numpy(encode_batch(train.raws, MAX_LABEL))
     boxes = torch.from_numpy(np.array(train.boxes))  # a copy: object-store arrays are read-only
     scale = torch.tensor([CANVAS_W, CANVAS_H, CANVAS_W, CANVAS_H], dtype=torch.float32)
@@ -80,7 +83,11 @@ def reader_task(name: str, hyper: Hyper, train: ReaderFields, val: ReaderFields,
     def step(model: torch.nn.Module, idx: torch.Tensor, g: torch.Generator, device: torch.device):
         x, y, b = _canvas(train, idx.numpy()).to(device), targets[idx].to(device), boxes[idx]
         logits, located, _ = model(x, _jittered(b, g).to(device))
-        loss = ctc_loss(logits, y) + BOX_WEIGHT * F.smooth_l1_loss(located, (b / scale).to(device), beta=0.02)
+        loss = ctc_loss(logits, y)
+        known = ~torch.isnan(b).any(1)  # a user's labelled fields: no box, read at the localizer's
+        if known.any():
+            where = (b[known] / scale).to(device)
+            loss = loss + BOX_WEIGHT * F.smooth_l1_loss(located[known.to(device)], where, beta=0.02)
         return loss, exact(logits.detach(), y)
 
     def validate(model: torch.nn.Module, device: torch.device) -> tuple[float, int, int]:
@@ -95,5 +102,10 @@ def reader_task(name: str, hyper: Hyper, train: ReaderFields, val: ReaderFields,
                 right += exact(logits, y)
         return loss_sum, right, len(val_share)
 
-    return Task("reader", hyper, len(train), lambda: build_reader(name).to(memory_format=torch.channels_last),
-                step, validate)
+    def build() -> torch.nn.Module:
+        net = build_reader(name)
+        if start is not None:
+            net.load_state_dict(start)
+        return net.to(memory_format=torch.channels_last)
+
+    return Task("reader", hyper, len(train), build, step, validate)
