@@ -73,6 +73,8 @@ def bundle(run: str, command: list[str]) -> str:
         saved = json.load(f)
     saved[bundled.MADE_BY] = {"command": shlex.join(command), "code_version": saved["code_version"],
                               "made": datetime.now(UTC).isoformat(timespec="seconds")}
+    if (saved.get("reader") or {}).get("code_version"):  # the reader phase may run on newer code
+        saved[bundled.MADE_BY]["reader_code_version"] = saved["reader"]["code_version"]
     with open(os.path.join(bundled.FOLDER, checkpoint.META_FILE), "w") as f:
         json.dump(saved, f, indent=2, sort_keys=True)
     checkpoint.load(bundled.FOLDER)  # the copy reads back, hashes and all
