@@ -67,6 +67,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="the reader's global batch size (default %(default)s)")
     p.add_argument("--reader-lr", type=float, default=d.reader_lr,
                    help="the reader's peak learning rate (default %(default)s)")
+    _add_fine_tune_flags(p, d)
+    p.set_defaults(func=_train)
+
+
+def _add_fine_tune_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     g = p.add_argument_group(
         "fine-tuning on your own fields",
         "With --fields, the run fine-tunes the learned field reader of a checkpoint on labelled fields "
@@ -91,7 +96,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--synth-mix", type=float, default=d.synth_mix, metavar="SHARE",
                    help="synthesized fields mixed in per labelled field, so that other forms are "
                         "not forgotten (default %(default)s)")
-    p.set_defaults(func=_train)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
