@@ -140,3 +140,26 @@ def test_fine_tuning_on_ray_train_reads_s3_and_its_checkpoint_runs_field_jobs(ra
     assert summary["rows"]["ok"] + summary["rows"]["error"] == 80
     table = pq.read_table(pa.BufferReader(storage.read_bytes(f"s3://{bucket}/read/part-0.parquet")))
     assert set(table.column("model_version").to_pylist()) == {meta["version"]}
+
+
+def test_the_reader_finds_where_a_label_is_written_and_nowhere_for_a_wrong_one(mnist_dir):
+    from recognizer.data.reader_fields import ReaderFields, synthesize
+    from recognizer.data.synth_fields import as_digits_u8
+    from recognizer.reader.model import fold_batch_norms
+    from recognizer.training.label_boxes import find_boxes
+
+    d = data.load(mnist_dir, "test")
+    fields = synthesize(as_digits_u8(d.images[:500]), d.labels[:500], 80, seed=11)
+    inked = [i for i, r in enumerate(fields.raws) if r]
+    mine = ReaderFields(fields.canvas[inked], fields.boxes[inked], [fields.raws[i] for i in inked])
+    net = fold_batch_norms(recognizer.load().reader)
+    found = find_boxes(net, mine)
+    hit = np.isfinite(found).all(1)
+    assert hit.mean() > 0.5
+    # Where a box is found, it covers the handwriting's true box's centre.
+    cx = (mine.boxes[hit, 0] + mine.boxes[hit, 2]) / 2
+    cy = (mine.boxes[hit, 1] + mine.boxes[hit, 3]) / 2
+    inside = (found[hit, 0] <= cx) & (cx <= found[hit, 2]) & (found[hit, 1] <= cy) & (cy <= found[hit, 3])
+    assert inside.mean() > 0.9
+    wrong = ReaderFields(mine.canvas[:20], mine.boxes[:20], ["1234567890"] * 20)
+    assert np.isnan(find_boxes(net, wrong)).all(1).mean() > 0.9

@@ -5,13 +5,15 @@ The run starts from a checkpoint with a reader (the bundled model unless told ot
 and trains its reader through the one loop on the user's fields, read the way every
 image is (:mod:`recognizer.data.labelled_fields`), mixed with fields synthesized from
 the training digits so that other forms are not forgotten. A user's fields have no
-boxes: they are read at the localizer's own box, and the synthesized fields keep
-teaching the localizer. Each epoch is checkpointed under ``RUN/fine-tune/`` (a run
-resumes, and refuses to resume with other settings or other fields); the epoch with the
-best validation exact rate is kept in ``RUN/fine-tune-best/``. The final checkpoint,
-``RUN/checkpoint_fine_tuned``, is the starting checkpoint with that reader, calibrated on
-the user's validation fields, its meta recording the data (prefix, rows, bad rows, a hash
-of the ids) and the validation exact rate; every command takes it.
+boxes: the starting reader finds them (:mod:`recognizer.training.label_boxes`: where the
+label reads best), so the localizer learns where the user's numbers are; fields where
+the label reads nowhere keep none and are read at the localizer's own box. Each epoch is
+checkpointed under ``RUN/fine-tune/`` (a run resumes, and refuses to resume with other
+settings or other fields); the epoch with the best validation exact rate is kept in
+``RUN/fine-tune-best/``. The final checkpoint, ``RUN/checkpoint_fine_tuned``, is the
+starting checkpoint with that reader, calibrated on the user's validation fields, its
+meta recording the data (prefix, rows, bad rows, a hash of the ids) and the validation
+exact rate; every command takes it.
 """
 
 from __future__ import annotations
@@ -86,9 +88,17 @@ def _synthesized(cfg: TrainConfig, count: int, mapper: Mapper | None) -> ReaderF
                       progress=True)
 
 
-def fine_tune_data(cfg: TrainConfig, mapper: Mapper | None = None) -> FineTuneData:
-    """The labelled fields (split for validation unless ``cfg.val_fields`` names them) and
-    the synthesized ones mixed in."""
+def fine_tune_data(cfg: TrainConfig, start: tuple[str, dict], mapper: Mapper | None = None) -> FineTuneData:
+    """The labelled fields (split for validation unless ``cfg.val_fields`` names them),
+    their boxes found by the ``start`` reader (name, weights), and the synthesized fields
+    mixed in."""
+    import time
+
+    import torch
+
+    from recognizer.reader.model import build_reader, fold_batch_norms
+    from recognizer.training.label_boxes import find_boxes
+
     labelled = read_labelled(cfg.fields, cfg.fields_limit)
     progress(labelled.report.summary())
     if cfg.val_fields:
@@ -96,8 +106,15 @@ def fine_tune_data(cfg: TrainConfig, mapper: Mapper | None = None) -> FineTuneDa
         progress(f"validation: {val.report.summary()}")
     else:
         train, val = split(labelled, cfg.val_fraction)
-    repeats = max(1, math.ceil(cfg.fine_tune_min_epoch / len(train.ids)))
     mine = train.fields
+    t0 = time.perf_counter()
+    net = build_reader(start[0])
+    net.load_state_dict(start[1])
+    mine.boxes[:] = find_boxes(fold_batch_norms(net.eval()).to(memory_format=torch.channels_last), mine)
+    found = int(np.isfinite(mine.boxes).all(1).sum())
+    progress(f"boxes found by the reader for {found:,} of {len(mine):,} labelled fields "
+             f"({time.perf_counter() - t0:.0f} s)")
+    repeats = max(1, math.ceil(cfg.fine_tune_min_epoch / len(train.ids)))
     repeated = ReaderFields(np.tile(mine.canvas, (repeats, 1, 1)), np.tile(mine.boxes, (repeats, 1)),
                             mine.raws * repeats)
     synth = _synthesized(cfg, round(cfg.synth_mix * len(repeated)), mapper)
@@ -107,7 +124,8 @@ def fine_tune_data(cfg: TrainConfig, mapper: Mapper | None = None) -> FineTuneDa
              + f", validating on {len(val.ids):,}")
     record = {"data": labelled.report.to_meta(), "train_rows": len(train.ids), "val_rows": len(val.ids),
               "val": val.report.to_meta() if cfg.val_fields else {"fraction": cfg.val_fraction},
-              "synthesized": len(synth) if synth is not None else 0, "recipe": cfg.fine_tune_recipe()}
+              "synthesized": len(synth) if synth is not None else 0, "boxes_found": found,
+              "recipe": cfg.fine_tune_recipe()}
     return FineTuneData(_concat([repeated] + ([synth] if synth is not None else [])), val.fields, record)
 
 

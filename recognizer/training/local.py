@@ -94,7 +94,7 @@ def _fine_tune(cfg: TrainConfig, world: World) -> TrainResult:
     from recognizer.training.reader_run import read_reader_resume
 
     start, meta, weights = ft.start_reader(cfg)
-    found = ft.fine_tune_data(cfg)
+    found = ft.fine_tune_data(cfg, (meta["reader"]["name"], weights))
     newest = checkpoint.newest_checkpoint(ft.epochs_uri(cfg))
     resume = None
     if newest:

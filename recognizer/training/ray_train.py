@@ -155,7 +155,7 @@ def _fine_tune(cfg: TrainConfig, threads: int) -> TrainResult:
     from recognizer.training import fine_tune as ft
 
     start, meta, weights = ft.start_reader(cfg)
-    found = ft.fine_tune_data(cfg, _ray_map)
+    found = ft.fine_tune_data(cfg, (meta["reader"]["name"], weights), _ray_map)
     newest = checkpoint.newest_checkpoint(ft.epochs_uri(cfg))
     if newest:
         ft.check_resume(newest, found.record)
