@@ -56,13 +56,15 @@ def _scores(model: recognizer.Recognizer, images: list, texts: list[str]) -> dic
                               "accepted_at_0.5%")}
 
 
-def _fine_tune(start: str, prefix: str, name: str, limit: int | None = None) -> tuple[str, float, dict]:
+def _fine_tune(start: str, prefix: str, name: str, limit: int | None = None
+               ) -> tuple[recognizer.Recognizer, float, dict]:
     cfg = TrainConfig(fields=prefix, start=start, fields_limit=limit, output=WORK, name=name)
     cfg.validate()
     t0 = time.perf_counter()
     result = local.run(cfg)
+    seconds = time.perf_counter() - t0
     model = recognizer.load(result.checkpoint)
-    return result.checkpoint, time.perf_counter() - t0, model.meta["reader"]["fine_tuned"]
+    return model, seconds, model.meta["reader"]["fine_tuned"]
 
 
 def _cheque_halves(folder: str) -> tuple[str, list, list[str]]:
@@ -115,16 +117,14 @@ def run(checkpoint: str, data_dir: str) -> dict:
            "curve": []}
     for size in SIZES:
         print(f"   rowid-train: {size:,} fields", flush=True)
-        path, seconds, record = _fine_tune(checkpoint, os.environ[ROWID_TRAIN_ENV], f"rowid-{size}", size)
-        model = recognizer.load(path)
+        model, seconds, record = _fine_tune(checkpoint, os.environ[ROWID_TRAIN_ENV], f"rowid-{size}", size)
         out["curve"].append({"fields": size, "train_rows": record["train_rows"], "seconds": seconds,
                              "val_exact": record["val_exact"], "best_epoch": record["best_epoch"],
                              "rowid_dev": _scores(model, rowid_images, rowid_texts),
                              "forms": _scores(model, form_images, form_texts)})
     print("   cheque-dev: first half by id", flush=True)
     prefix, cheque_images, cheque_texts = _cheque_halves(os.environ[CHEQUE_ENV])
-    path, seconds, record = _fine_tune(checkpoint, prefix, "cheque-half")
-    model = recognizer.load(path)
+    model, seconds, record = _fine_tune(checkpoint, prefix, "cheque-half")
     out["cheque"] = {"train_rows": record["train_rows"], "val_rows": record["val_rows"], "seconds": seconds,
                      "zero_shot": _scores(start, cheque_images, cheque_texts),
                      "fine_tuned": _scores(model, cheque_images, cheque_texts),

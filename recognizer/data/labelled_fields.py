@@ -115,7 +115,6 @@ class LabelledRows:
         self.bad[reason] += 1
         if len(self.report.first_bad) < NAMED_BAD:
             self.report.first_bad.append((row_id, reason))
-        self.report.bad = dict(sorted(self.bad.items()))
 
 
 def labelled_rows(prefix: str, limit: int | None = None) -> LabelledRows:
@@ -151,6 +150,7 @@ def labelled_rows(prefix: str, limit: int | None = None) -> LabelledRows:
             rows.labels.append(text.strip())
             rows.ids.append(row_id)
     report.used = len(rows.ids)
+    report.bad = dict(sorted(rows.bad.items()))
     return rows
 
 
@@ -170,6 +170,7 @@ def read_labelled(prefix: str, limit: int | None = None) -> LabelledFields:
             keep.append(i)
     report = rows.report
     report.used = len(keep)
+    report.bad = dict(sorted(rows.bad.items()))
     if not keep:
         raise DataError(f"no usable labelled fields under {prefix}: {report.summary()}")
     used_ids = [rows.ids[i] for i in keep]

@@ -129,6 +129,30 @@ def fine_tune_data(cfg: TrainConfig, start: tuple[str, dict], mapper: Mapper | N
     return FineTuneData(_concat([repeated] + ([synth] if synth is not None else [])), val.fields, record)
 
 
+@dataclass
+class FineTuneRun:
+    """What both paths (in process, Ray Train) start from: the starting checkpoint's
+    folder, its reader's name and weights, the data, and the newest epoch checkpoint (None
+    on a fresh run), already checked against this run's settings."""
+
+    start: str
+    name: str
+    weights: dict
+    data: FineTuneData
+    newest: str | None
+
+
+def prepare(cfg: TrainConfig, mapper: Mapper | None = None) -> FineTuneRun:
+    """Start a fine-tuning run: its checkpoint, data and the epoch to go on from."""
+    start, meta, weights = start_reader(cfg)
+    name = meta["reader"]["name"]
+    found = fine_tune_data(cfg, (name, weights), mapper)
+    newest = checkpoint.newest_checkpoint(epochs_uri(cfg))
+    if newest:
+        check_resume(newest, found.record)
+    return FineTuneRun(start, name, weights, found, newest)
+
+
 def check_resume(folder: str, record: dict) -> None:
     """Refuse to go on from an epoch checkpoint made with other settings or other data."""
     before = read_reader_meta(folder).get("fine_tune") or {}

@@ -93,20 +93,17 @@ def _fine_tune(cfg: TrainConfig, world: World) -> TrainResult:
     from recognizer.training.reader import reader_task
     from recognizer.training.reader_run import read_reader_resume
 
-    start, meta, weights = ft.start_reader(cfg)
-    found = ft.fine_tune_data(cfg, (meta["reader"]["name"], weights))
-    newest = checkpoint.newest_checkpoint(ft.epochs_uri(cfg))
-    resume = None
-    if newest:
-        ft.check_resume(newest, found.record)
-        resume = read_reader_resume(newest)
+    run = ft.prepare(cfg)
+    newest = run.newest
+    resume = read_reader_resume(newest) if newest else None
 
     def on_epoch(end: EpochEnd) -> None:
         nonlocal newest
         newest = storage.join(ft.epochs_uri(cfg), checkpoint_name(end.epoch))
-        ft.write_epoch(newest, cfg, end, found.record)
+        ft.write_epoch(newest, cfg, end, run.data.record)
         _prune(cfg, ft.epochs_uri(cfg))
 
-    task = reader_task(meta["reader"]["name"], cfg.fine_tune_hyper, found.train, found.val, world, weights)
+    task = reader_task(run.name, cfg.fine_tune_hyper, run.data.train, run.data.val, world, run.weights)
     metrics = fit(cfg, None, world, on_epoch, resume, task)
-    return TrainResult(checkpoint=ft.finish(cfg, start, newest, found.val, found.record), metrics=metrics)
+    return TrainResult(checkpoint=ft.finish(cfg, run.start, newest, run.data.val, run.data.record),
+                       metrics=metrics)

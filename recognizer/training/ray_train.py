@@ -15,7 +15,6 @@ import tempfile
 import numpy as np
 import torch
 
-from recognizer import checkpoint
 from recognizer.errors import ConfigError
 from recognizer.runtime import storage
 from recognizer.training.checkpoints import checkpoint_name, read_resume, write_checkpoint
@@ -154,16 +153,12 @@ def _fine_tune(cfg: TrainConfig, threads: int) -> TrainResult:
 
     from recognizer.training import fine_tune as ft
 
-    start, meta, weights = ft.start_reader(cfg)
-    found = ft.fine_tune_data(cfg, (meta["reader"]["name"], weights), _ray_map)
-    newest = checkpoint.newest_checkpoint(ft.epochs_uri(cfg))
-    if newest:
-        ft.check_resume(newest, found.record)
-    loop = {"cfg": cfg, "threads": threads, "reader_ref": ray.put((found.train, found.val)),
-            "start_ref": ray.put((meta["reader"]["name"], weights)), "record": found.record}
+    run = ft.prepare(cfg, _ray_map)
+    loop = {"cfg": cfg, "threads": threads, "reader_ref": ray.put((run.data.train, run.data.val)),
+            "start_ref": ray.put((run.name, run.weights)), "record": run.data.record}
     result = _trainer(cfg, loop, ft.EPOCHS_DIR, cfg.run_uri).fit()
     last = _checkpoint_uri(cfg, result)
-    return TrainResult(checkpoint=ft.finish(cfg, start, last, found.val, found.record),
+    return TrainResult(checkpoint=ft.finish(cfg, run.start, last, run.data.val, run.data.record),
                        metrics=dict(result.metrics or {}))
 
 
