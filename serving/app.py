@@ -13,22 +13,25 @@ array or encoded images) for Ray jobs; ``stats()`` reports recent batch sizes.
 * ``POST /v1/read``: one field image (a row of digits) as the raw body, ``?length=N``
   when known -> the digit string, per-digit confidences and boxes.
 
-Each request is decoded (and a field segmented) on its own, so a bad image fails at
-once, alone; the 28x28 tensors of concurrent single-image requests meet in
-``@serve.batch`` and run through the model as one tensor, and so do the pieces of
-concurrent field reads. Answers are built from :mod:`recognizer.results`, as the
-library and batch jobs build theirs. ``serve deploy`` imports :func:`build_app`.
+Every route's request and answer types are in :mod:`serving.schemas` (the OpenAPI
+schema). Concurrent single-image requests meet in ``@serve.batch``, are decoded and
+normalised together and run through the model as one tensor; a bad image fails alone,
+with its own error. A field is segmented (or fitted for the learned reader) on its own,
+and the pieces, or canvases, of concurrent reads are batched the same way. Answers are
+built from :mod:`recognizer.results`, as the library and batch jobs build theirs.
+``serve deploy`` imports :func:`build_app`.
 """
 
 import asyncio
 import collections
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -45,17 +48,33 @@ from recognizer.results import Failure, Predictions, digit_entry, field_entry
 from serving import health, inputs
 from serving.config import APP_NAME, ServeConfig
 from serving.metrics import app_metrics
+from serving.schemas import (
+    BatchResponse,
+    Digit,
+    FieldReading,
+    Health,
+    ModelInfo,
+    batch_body,
+    error_responses,
+    image_body,
+)
 
 log = logging.getLogger("ray.serve")
 
 #: ImageErrors are the client's data, understood but unusable.
 IMAGE_ERROR_STATUS = 422
-#: Bodies up to this size are decoded on the event loop (well under a millisecond);
-#: larger ones in a worker thread so that a big scan does not stall other requests.
+#: Bodies up to this size are decoded with their dynamic batch; larger ones alone, in a
+#: worker thread, so that a big scan does not hold up the batch.
 INLINE_DECODE_BYTES = 64 * 1024
 
 api = FastAPI(title="formdigits", version="1",
-              description="Recognise handwritten digits on scanned forms.")
+              description="Recognise handwritten digits on scanned forms: one digit per image "
+                          "(`/v1/predict`, `/v1/predict/batch`) or a whole field of digits "
+                          "(`/v1/read`). Every error answers `{\"error\": {\"code\", "
+                          "\"message\"}}` with the status listed per route.")
+
+#: The field readers /v1/read offers (the typed ``reader`` query parameter).
+FieldReaderName = Literal[settings.FIELD_READERS]
 
 
 #: Dynamic batching as configured by default (``reconfigure`` applies a deployment's own).
@@ -92,7 +111,18 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     message = {404: f"no such endpoint {request.url.path}; see /docs",
                405: f"{request.method} is not allowed on {request.url.path}"}.get(
                    exc.status_code, str(exc.detail))
-    return error_response(exc.status_code, code, message, endpoint_of(request.url.path))
+    answer = error_response(exc.status_code, code, message, endpoint_of(request.url.path))
+    answer.headers.update(exc.headers or {})  # e.g. a 405's Allow
+    return answer
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # The typed query parameters: a bad one is the client's mistake (400), named by its code.
+    first = exc.errors()[0]
+    name = str(first["loc"][-1]) if first.get("loc") else "request"
+    message = f"query parameter {name}: {first['msg']} (got {first.get('input')!r})"
+    return error_response(400, f"invalid_{name}", message, endpoint_of(request.url.path))
 
 
 @api.exception_handler(Exception)
@@ -190,13 +220,31 @@ class DigitRecognizer:
         return probs, rec.version
 
     @serve.batch(**_BATCHING)
-    async def _infer(self, tensors: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
-        """Concurrent single-image requests, as one tensor through the model."""
-        self.batch_sizes.append(len(tensors))
+    async def _infer(self, items: list[bytes | np.ndarray]) -> list[tuple[np.ndarray | ImageError, str]]:
+        """Concurrent single-image requests as one batch: the encoded ones decoded and
+        normalised together (several times cheaper per image than one by one), then one
+        tensor through the model. Each gets its probabilities, or its own ImageError."""
+        self.batch_sizes.append(len(items))
         self.batches += 1
-        self.batched_requests += len(tensors)
-        probs, version = await asyncio.to_thread(self._forward, np.stack(tensors), "dynamic")
-        return [(p, version) for p in probs]
+        self.batched_requests += len(items)
+        return await asyncio.to_thread(self._decode_and_forward, items)
+
+    def _decode_and_forward(self, items: list[bytes | np.ndarray]) -> list[tuple]:
+        encoded = [i for i, item in enumerate(items) if isinstance(item, bytes)]
+        x = np.zeros((len(items), settings.IMAGE_SIZE, settings.IMAGE_SIZE), np.float32)
+        errors: list[ImageError | None] = [None] * len(items)
+        if encoded:
+            x[encoded], decoded_errors = preprocess_many([items[i] for i in encoded])
+            for i, error in zip(encoded, decoded_errors, strict=True):
+                errors[i] = error
+        for i, item in enumerate(items):
+            if not isinstance(item, bytes):
+                x[i] = item
+        ok = [i for i, error in enumerate(errors) if error is None]
+        probs, version = np.zeros((len(items), settings.DIGITS), np.float32), self.recognizer.version
+        if ok:
+            probs[ok], version = self._forward(x[ok], "dynamic")
+        return [(probs[i] if errors[i] is None else errors[i], version) for i in range(len(items))]
 
     @serve.batch(**_BATCHING)
     async def _infer_pieces(self, stacks: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
@@ -238,26 +286,34 @@ class DigitRecognizer:
             probs[ok], version = await asyncio.to_thread(self._forward, x[ok], path)
         return Predictions.from_probabilities(probs, errors), version
 
+    def _count_images(self, preds: Predictions, endpoint: str) -> None:
+        # Ray's counters refuse an increment of 0 (a batch of bad images only).
+        if preds.ok.any():
+            self.metrics.images.inc(int(preds.ok.sum()), tags={"endpoint": endpoint})
+
     # ---- HTTP (no `from __future__ import annotations` in this module: Serve's ingress
     # rebuilds these signatures and FastAPI must see real Request classes) ----
 
-    @api.post("/v1/predict")
+    @api.post("/v1/predict", response_model=Digit, responses=error_responses(400, 413, 415, 422, 503),
+              openapi_extra=image_body("One image file's bytes (one digit)"))
     async def predict(self, request: Request) -> JSONResponse:
-        """One image as the raw body."""
+        """One image as the raw body: its digit, confidence and probabilities."""
         body = await inputs.read_body(request, self.max_body_bytes)
         image = inputs.single_image(inputs.media_type(request), body)
-        # ImageError -> 422 via the exception handler, before anything is batched.
-        if len(image) <= INLINE_DECODE_BYTES:
-            x = preprocess(image)
-        else:
-            x = await asyncio.to_thread(preprocess, image)
-        probs, version = await self._infer(x)
+        # Small bodies are decoded with the rest of their batch; a large scan on its own,
+        # so that it does not hold up the batch it would join. An ImageError is a 422.
+        item = image if len(image) <= INLINE_DECODE_BYTES else await asyncio.to_thread(preprocess, image)
+        probs, version = await self._infer(item)
+        if isinstance(probs, ImageError):
+            raise probs
         self.metrics.images.inc(tags={"endpoint": "predict"})
         return JSONResponse(digit_entry(probs, version))
 
-    @api.post("/v1/predict/batch")
+    @api.post("/v1/predict/batch", response_model=BatchResponse,
+              responses=error_responses(400, 413, 415, 503), openapi_extra=batch_body())
     async def predict_batch_http(self, request: Request) -> JSONResponse:
-        """Many images (JSON base64 or multipart files); one result or error per image."""
+        """Many images (JSON base64 or multipart files); one result or error per image, in
+        order: an image that cannot be read gets its error in its place."""
         body = await inputs.read_body(request, self.max_body_bytes)
         images = await inputs.batch_images(request, inputs.media_type(request), body,
                                            self.max_batch_images)
@@ -265,17 +321,23 @@ class DigitRecognizer:
         for err in preds.errors:
             if err is not None:
                 self.metrics.errors.inc(tags={"endpoint": "predict_batch", "code": err.code})
-        self.metrics.images.inc(int(preds.ok.sum()), tags={"endpoint": "predict_batch"})
+        self._count_images(preds, "predict_batch")
         return JSONResponse({"results": [preds.entry(i, version) for i in range(len(preds))],
                              "model_version": version})
 
-    @api.post("/v1/read")
-    async def read(self, request: Request) -> JSONResponse:
-        """One field image (several digits in a row, e.g. a postal code) as the raw body;
-        ``?length=N`` when the number of digits is known; ``?reader=learned`` for the
-        model's learned field reader (default: segmenting)."""
-        length = inputs.field_length(request)
-        reader = inputs.field_reader(request)
+    @api.post("/v1/read", response_model=FieldReading, responses=error_responses(400, 413, 415, 422, 503),
+              openapi_extra=image_body("One field image's bytes: a row of digits, e.g. a postal "
+                                       "code, an amount or a ledger row number"))
+    async def read(
+        self, request: Request,
+        length: Annotated[int | None, Query(ge=1, le=64, description="Digits the field holds, "
+                                            "when known")] = None,
+        reader: Annotated[FieldReaderName, Query(description="learned: the model's sequence reader; "
+                                                 "segmenting: cut into digits")]
+        = settings.DEFAULT_FIELD_READER,
+    ) -> JSONResponse:
+        """One field image (several digits in a row) as the raw body: its digit string,
+        per-digit confidences and boxes."""
         body = await inputs.read_body(request, self.max_body_bytes)
         image = inputs.single_image(inputs.media_type(request), body)
         rec = self.recognizer
@@ -314,15 +376,16 @@ class DigitRecognizer:
             raise result
         return result, version
 
-    @api.get("/v1/health")
+    @api.get("/v1/health", response_model=Health, responses=error_responses(503))
     async def health(self) -> JSONResponse:
         """This replica's model and the deployment's state (``status``: ``ok`` or
         ``degraded``), from Serve's controller: see :mod:`serving.health`."""
         state = await asyncio.to_thread(health.deployment_state)
         return JSONResponse(health.summary(self.recognizer.version, state))
 
-    @api.get("/v1/model")
+    @api.get("/v1/model", response_model=ModelInfo, responses=error_responses(503))
     async def model(self) -> JSONResponse:
+        """The checkpoint being served: its name, version, accuracy and origin."""
         meta = self.recognizer.meta
         return JSONResponse({
             "name": meta.get("model"), "version": meta.get("version"),
@@ -339,7 +402,7 @@ class DigitRecognizer:
         float32 array, "errors": [None | {"code", "message"}], "model_version": str}``.
         """
         preds, version = await self._run_many(as_image_list(images), "handle")
-        self.metrics.images.inc(int(preds.ok.sum()), tags={"endpoint": "handle"})
+        self._count_images(preds, "handle")
         return {"labels": preds.labels, "confidences": preds.confidences.astype(np.float32),
                 "errors": [None if e is None else Failure.of(e).to_dict() for e in preds.errors],
                 "model_version": version}

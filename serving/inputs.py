@@ -1,24 +1,23 @@
 """Turning HTTP requests into encoded images, with a typed 4xx error for every bad request.
 
 Nothing here decodes pixels: that is :func:`recognizer.preprocess`. This module only
-checks sizes, content types and envelopes (raw body, JSON with base64, multipart form).
+checks sizes, content types and envelopes (raw body, JSON with base64, multipart form);
+the bodies are read here rather than by FastAPI so that an oversized one is refused while
+it streams in, before it is held in memory. Their types are declared in
+:mod:`serving.schemas`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from recognizer import settings
 from recognizer.errors import DigitsError
-
-#: Content types accepted for a single raw image body.
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "image/tiff",
-               "application/octet-stream")
+from serving.schemas import IMAGE_TYPES, BatchRequest
 
 
 class RequestError(DigitsError):
@@ -29,26 +28,6 @@ class RequestError(DigitsError):
         self.status = status
         self.code = code
         self.message = message
-
-
-def field_length(request: Request) -> int | None:
-    """The optional ``length`` query parameter of /v1/read: digits the field holds."""
-    raw = request.query_params.get("length")
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 64:
-        raise RequestError(400, "invalid_length", f"length must be a whole number from 1 to 64, got {raw!r}")
-    return int(raw)
-
-
-def field_reader(request: Request) -> str:
-    """The optional ``reader`` query parameter of /v1/read: ``segmenting`` (default) or
-    ``learned``."""
-    raw = request.query_params.get("reader") or settings.DEFAULT_FIELD_READER
-    if raw not in settings.FIELD_READERS:
-        raise RequestError(400, "invalid_reader", f"reader must be one of "
-                           f"{', '.join(settings.FIELD_READERS)}, got {raw!r}")
-    return raw
 
 
 def media_type(request: Request) -> str:
@@ -120,19 +99,15 @@ async def batch_images(request: Request, content_type: str, body: bytes,
 
 def _from_json(body: bytes) -> list[bytes]:
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-        raise RequestError(400, "invalid_request",
-                           'expected a JSON object {"images": [base64 string, ...]}')
-    out = []
-    for i, item in enumerate(doc["images"]):
-        if not isinstance(item, str):
-            raise RequestError(400, "invalid_request",
-                               f"images[{i}] is a {type(item).__name__}, not a base64 string")
-        out.append(_b64(item, i))
-    return out
+        doc = BatchRequest.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise RequestError(400, "invalid_json", f"the body is not valid JSON: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"]) or "the body"
+        raise RequestError(400, "invalid_request", 'expected a JSON object {"images": [base64 string, '
+                           f"...]}}; {where}: {first['msg']}") from None
+    return [_b64(text, i) for i, text in enumerate(doc.images)]
 
 
 def _b64(text: str, index: int) -> bytes:

@@ -106,6 +106,9 @@ def ink_map(grey: np.ndarray, cfg: CleanConfig) -> tuple[np.ndarray, float]:
     ``MIN_CONTRAST`` grey levels.
     """
     g = grey.astype(np.float32) if light_paper(grey) else 255.0 - grey.astype(np.float32)
+    spread = float(g.max() - g.min()) if g.size else 0.0
+    if spread < MIN_CONTRAST:  # no stroke can stand out: nothing to measure a pen on
+        raise BlankImage(blank_message(spread))
     cap = max(cfg.min_ridge_cap, 0.04 * min(grey.shape))
     rough = cv2.threshold(g.astype(np.uint8), 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)[1]
     k = int(max(cfg.min_kernel, round(cfg.background_strokes * pen_width(rough, cfg, cap)))) | 1
