@@ -47,7 +47,7 @@ def pooled(levels: list[Level]) -> dict:
 
 
 async def _drive(url: str, bodies: list[bytes], content_type: str, concurrency: int, total: int,
-                 cap_s: float) -> Level:
+                 cap_s: float, method: str = "POST") -> Level:
     import aiohttp
 
     latencies: list[float] = []
@@ -62,7 +62,7 @@ async def _drive(url: str, bodies: list[bytes], content_type: str, concurrency: 
             body = bodies[sent % len(bodies)]
             sent += 1
             t0 = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as r:
+            async with session.request(method, url, data=body or None, headers=headers) as r:
                 await r.read()
                 status = r.status
             statuses[status] = statuses.get(status, 0) + 1
@@ -79,7 +79,8 @@ async def _drive(url: str, bodies: list[bytes], content_type: str, concurrency: 
 
 
 def drive(url: str, bodies: list[bytes], content_type: str, concurrency: int, total: int,
-          cap_s: float) -> Level:
-    """POST ``bodies`` in turn to ``url`` from ``concurrency`` workers until ``total``
-    requests are sent or ``cap_s`` seconds have passed."""
-    return asyncio.run(_drive(url, bodies, content_type, concurrency, total, cap_s))
+          cap_s: float, method: str = "POST") -> Level:
+    """Send ``bodies`` in turn to ``url`` (``method``; a GET sends ``[b""]``) from
+    ``concurrency`` workers until ``total`` requests are sent or ``cap_s`` seconds have
+    passed."""
+    return asyncio.run(_drive(url, bodies, content_type, concurrency, total, cap_s, method))

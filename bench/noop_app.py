@@ -1,8 +1,9 @@
 """The engine's floor: a FastAPI ingress on Ray Serve that does no work of its own.
 
-Same HTTP shape as the digits application (``POST /v1/predict`` with an image body,
-``POST /v1/predict/batch`` with a JSON body), same deployment options, and a fixed JSON
-answer of the digits answer's size. What it costs per request is what Ray Serve (proxy,
+Same HTTP shape as the digits application (``POST /v1/predict`` and ``/v1/read`` with an
+image body, ``POST /v1/predict/batch`` with a JSON body, ``GET /v1/health`` and
+``/v1/model``), same deployment options, and fixed JSON answers of the digits answers'
+sizes. What it costs per request is what Ray Serve (proxy,
 router, replica, FastAPI) costs on this machine; the serving benchmark measures the
 digits application against it, in the same run and with the same client.
 """
@@ -16,6 +17,13 @@ from serving.config import ServeConfig
 #: A digits answer's shape with fixed values (11 probabilities: the default model's classes).
 ANSWER = {"label": 7, "confidence": 0.998, "probabilities": [0.0002] * 11,
           "model_version": "noop-000000000000"}
+
+FIELD = {"text": "18014", "raw": "18.014", "confidences": [0.99] * 5, "confidence": 0.95,
+         "boxes": [[0, 0, 10, 20]] * 5, "model_version": ANSWER["model_version"]}
+HEALTH = {"status": "ok", "model_version": ANSWER["model_version"], "deployment": "HEALTHY",
+          "replicas": {"RUNNING": 1}}
+MODEL = {"name": "noop", "version": ANSWER["model_version"], "accuracy": 0.99, "epochs": 1,
+         "checkpoint": "noop", "code_version": "0"}
 
 api = FastAPI(title="no-op")
 
@@ -34,6 +42,20 @@ class NoOp:
     async def predict_batch(self, request: Request) -> JSONResponse:
         await request.body()
         return JSONResponse({"results": [ANSWER] * 32, "model_version": ANSWER["model_version"]})
+
+
+    @api.post("/v1/read")
+    async def read(self, request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse(FIELD)
+
+    @api.get("/v1/health")
+    async def health(self) -> JSONResponse:
+        return JSONResponse(HEALTH)
+
+    @api.get("/v1/model")
+    async def model(self) -> JSONResponse:
+        return JSONResponse(MODEL)
 
 
 def build(cfg: ServeConfig) -> serve.Application:

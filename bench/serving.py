@@ -45,6 +45,12 @@ COMPARED = (16, 64)
 TARGETS = {"rps_ratio_min": 0.95, "p99_ratio_max": 1.1}
 #: The batch endpoint: images per request, concurrent clients, requests.
 BATCH_IMAGES, BATCH_CONCURRENCY, BATCH_REQUESTS = 32, 4, 200
+#: The field route: fields per run, concurrent clients, the reader; the other routes'
+#: requests at concurrency 16, and their p99 target against the no-op's same route.
+READ_FIELDS, READ_CONCURRENCY, READ_REQUESTS, READER = 64, 16, 600, "learned"
+ROUTE_REQUESTS, ROUTE_P99_MAX = 1000, 1.2
+#: The field route's target: served fields/s against read_fields in one process.
+READ_RATIO_MIN = 0.8
 APP, NOOP = "digits-bench", "noop-bench"
 TARGET_NAMES = ("app", "noop")
 
@@ -61,6 +67,16 @@ def _pngs(data_dir: str, n: int = 256) -> list[bytes]:
         Image.fromarray(arr).save(buf, "PNG")
         out.append(buf.getvalue())
     return out
+
+
+def _field_pngs(data_dir: str, n: int = READ_FIELDS) -> list[bytes]:
+    """PNGs of synthesized form fields (recognizer.data.forms) of MNIST test digits."""
+    from recognizer import data
+    from recognizer.data.forms import make_form_fields
+    from recognizer.data.synth import encode
+
+    images, labels, _ = data.load_idx_raw(data_dir, "test")
+    return [encode(f.image) for f in make_form_fields(images, labels, n, np.random.default_rng(5))]
 
 
 def _batch_bodies(pngs: list[bytes]) -> list[bytes]:
@@ -166,6 +182,34 @@ def measure_batch(urls: dict[str, str], pngs: list[bytes], meter: CpuMeter) -> d
     return out
 
 
+def measure_read(urls: dict[str, str], fields: list[bytes], meter: CpuMeter) -> dict:
+    """``POST /v1/read?reader=learned``, one field PNG per request, on both apps."""
+    out = {}
+    for target in TARGET_NAMES:
+        url = f"{urls[target]}/read?reader={READER}"
+        drive(url, fields, "image/png", READ_CONCURRENCY, 50, TIME_CAP_S)
+        level, cpu = _metered(meter, target, lambda u=url: drive(
+            u, fields, "image/png", READ_CONCURRENCY, READ_REQUESTS, TIME_CAP_S))
+        out[target] = {**level.summary(), "cpu_ms_per_request": cpu}
+        print(f"  read {target:4s}: {out[target]['rps']:7.1f} fields/s  p99 {out[target]['p99_ms']} ms  "
+              f"statuses {out[target]['statuses']}", flush=True)
+    return out
+
+
+def measure_routes(urls: dict[str, str]) -> dict:
+    """``GET /v1/health`` and ``/v1/model`` at concurrency 16 on both apps, and the
+    app/no-op p99 ratio of each."""
+    out = {}
+    for route in ("health", "model"):
+        levels = {t: drive(f"{urls[t]}/{route}", [b""], "application/json", 16, ROUTE_REQUESTS,
+                           TIME_CAP_S, method="GET").summary() for t in TARGET_NAMES}
+        ratio = round(levels["app"]["p99_ms"] / levels["noop"]["p99_ms"], 3)
+        out[route] = {**levels, "p99_ratio": ratio}
+        print(f"  GET /v1/{route}: app p99 {levels['app']['p99_ms']} ms, no-op "
+              f"{levels['noop']['p99_ms']} ms ({ratio}x)", flush=True)
+    return out
+
+
 def _rate(fn, items: int, seconds: float) -> float:
     fn()
     calls, start = 0, time.perf_counter()
@@ -175,10 +219,11 @@ def _rate(fn, items: int, seconds: float) -> float:
     return round(calls * items / (time.perf_counter() - start), 1)
 
 
-def in_process(checkpoint: str, pngs: list[bytes], seconds: float = 2.0) -> dict:
+def in_process(checkpoint: str, pngs: list[bytes], fields: list[bytes] | None = None,
+               seconds: float = 2.0) -> dict:
     """Images/s in this process with one torch thread, as in a replica: the model alone
     at batch 1 and ``BATCH_IMAGES``, and the library's whole path (decode, preprocess,
-    model) for ``BATCH_IMAGES`` PNGs."""
+    model) for ``BATCH_IMAGES`` PNGs; and ``read_fields`` over ``fields`` (fields/s)."""
     import torch
 
     import recognizer
@@ -196,6 +241,11 @@ def in_process(checkpoint: str, pngs: list[bytes], seconds: float = 2.0) -> dict
         batch = pngs[:BATCH_IMAGES]
         out[f"library_batch_{BATCH_IMAGES}"] = _rate(
             lambda: model.predict_tensors(preprocess_many(batch)[0]), BATCH_IMAGES, seconds)
+        if fields:
+            from recognizer.fields import read_fields
+
+            out["read_fields_per_s"] = _rate(lambda: read_fields(model, fields, reader=READER),
+                                             len(fields), seconds)
         return out
     finally:
         torch.set_num_threads(threads)
@@ -222,14 +272,16 @@ def _start_ray() -> bool:
 def run(checkpoint: str, data_dir: str) -> dict:
     """The whole benchmark in one run; rows, pooled levels, ratios, batch and model."""
     load_before = os.getloadavg()  # other work on the machine skews every number below
-    pngs = _pngs(data_dir)
-    alone = in_process(checkpoint, pngs)
+    pngs, fields = _pngs(data_dir), _field_pngs(data_dir)
+    alone = in_process(checkpoint, pngs, fields)
     started_ray = _start_ray()
     try:
         urls = _deploy(checkpoint)
         meter = CpuMeter(serve_processes({"app": APP, "noop": NOOP}))
         rows, pooled_levels = measure_single(urls, pngs, meter)
         batch = measure_batch(urls, pngs, meter)
+        read = measure_read(urls, fields, meter)
+        routes = measure_routes(urls)
     finally:
         from ray import serve
 
@@ -242,7 +294,9 @@ def run(checkpoint: str, data_dir: str) -> dict:
             ray.shutdown()
     return {
         "rows": rows, "pooled": pooled_levels, "ratios": ratios(rows, pooled_levels),
-        "targets": TARGETS, "batch": batch, "in_process_images_per_s": alone,
+        "targets": {**TARGETS, "batch_vs_library_min": 0.8, "read_vs_in_process_min": READ_RATIO_MIN,
+                    "route_p99_ratio_max": ROUTE_P99_MAX},
+        "batch": batch, "read": read, "routes": routes, "in_process_images_per_s": alone,
         "requests_per_level": REQUESTS, "rounds": ROUNDS,
         "batch_request": {"images": BATCH_IMAGES, "concurrency": BATCH_CONCURRENCY},
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
@@ -292,6 +346,36 @@ def _batch_lines(results: dict) -> list[str]:
     ]
 
 
+def _read_lines(results: dict) -> list[str]:
+    r, alone = results["read"], results["in_process_images_per_s"]
+    app, local = r["app"]["rps"], alone["read_fields_per_s"]
+    ratio = app / local
+    lines = [
+        f"`POST /v1/read?reader={READER}`, one synthesized form field (PNG) per request, "
+        f"{READ_CONCURRENCY} concurrent clients, against `read_fields(..., reader=\"{READER}\")` "
+        f"over the same {READ_FIELDS} fields in one process (one torch thread, as a replica):",
+        "",
+        "| path | fields/s | p99 ms | CPU ms/request: replica, proxy, client |",
+        "| --- | ---: | ---: | --- |",
+        f"| in process | {local} | — | — |",
+        f"| HTTP, the digits application | {app} | {r['app']['p99_ms']} | {_cpu(r['app'])} |",
+        f"| HTTP, the no-op application | {r['noop']['rps']} | {r['noop']['p99_ms']} | {_cpu(r['noop'])} |",
+        "",
+        f"Served/in-process: **{ratio:.2f}x** (target >= {READ_RATIO_MIN}x: "
+        f"{_met(ratio >= READ_RATIO_MIN)}).",
+        "",
+        "Other routes at concurrency 16, p99 against the no-op's same route "
+        f"(target <= {ROUTE_P99_MAX}x):",
+        "",
+        "| route | app p99 ms | no-op p99 ms | ratio | target |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for route, x in results["routes"].items():
+        lines.append(f"| GET /v1/{route} | {x['app']['p99_ms']} | {x['noop']['p99_ms']} | "
+                     f"{x['p99_ratio']:.2f}x | {_met(x['p99_ratio'] <= ROUTE_P99_MAX)} |")
+    return lines
+
+
 def _cpu(summary: dict) -> str:
     c = summary["cpu_ms_per_request"]
     return f"{c['replica']}, {c['proxy']}, {c['client']}"
@@ -323,7 +407,7 @@ def to_markdown(results: dict) -> str:
         cpu = r["cpu_ms_per_request"]
         lines.append(f"| {target} | {c} | {r['requests']} | {r['rps']} | {r['p50_ms']} | "
                      f"{r['p99_ms']} | {cpu['replica']} | {cpu['proxy']} | {cpu['client']} | {st} |")
-    lines += ["", *_ratio_lines(results), "", *_batch_lines(results), "",
+    lines += ["", *_ratio_lines(results), "", *_batch_lines(results), "", *_read_lines(results), "",
               "- Load average (1/5/15 min) before the run: "
               f"{', '.join(f'{x:.1f}' for x in results['load_average_before'])}; after: "
               f"{', '.join(f'{x:.1f}' for x in results['load_average_after'])}.",

@@ -220,6 +220,15 @@ def test_blank_field_is_an_error_not_an_empty_string(model):
     assert isinstance(result, BlankImage) and result.code == "blank_image"
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (3, 3)])
+def test_a_tiny_uniform_field_is_blank_not_a_crash(model, shape):
+    # Found by the generated API test: a 1-pixel PNG sank the whole batch of fields.
+    tiny = synth.encode(np.full(shape, 0, np.uint8))
+    good = synth.encode(np.full((40, 120), 230, np.uint8))
+    results = read_fields(model, [tiny, good])
+    assert [type(r) for r in results] == [BlankImage, BlankImage]
+
+
 def test_too_many_components_is_an_error_that_says_so(model):
     page = np.full((60, 1220), 240, np.uint8)
     for col in range(60):  # 60 separate blobs of ink in a row
