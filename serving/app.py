@@ -244,6 +244,7 @@ class DigitRecognizer:
         probs, version = np.zeros((len(items), settings.DIGITS), np.float32), self.recognizer.version
         if ok:
             probs[ok], version = self._forward(x[ok], "dynamic")
+            self.metrics.images.inc(len(ok), tags={"endpoint": "predict"})  # once a batch
         return [(probs[i] if errors[i] is None else errors[i], version) for i in range(len(items))]
 
     @serve.batch(**_BATCHING)
@@ -306,7 +307,6 @@ class DigitRecognizer:
         probs, version = await self._infer(item)
         if isinstance(probs, ImageError):
             raise probs
-        self.metrics.images.inc(tags={"endpoint": "predict"})
         return JSONResponse(digit_entry(probs, version))
 
     @api.post("/v1/predict/batch", response_model=BatchResponse,

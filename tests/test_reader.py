@@ -77,6 +77,38 @@ def test_each_strip_is_stretched_to_its_own_ink_and_an_empty_one_is_left_alone()
     assert out[2].max() == pytest.approx(0.5) and torch.equal(out[0] > 0, strips[0] > 0)
 
 
+class _InkReader(torch.nn.Module):
+    """A reader that reads '7' across a strip holding ink and nothing across an empty
+    one, with the share of ink as its certainty."""
+
+    def forward(self, strip: torch.Tensor) -> torch.Tensor:
+        ink = strip.flatten(1).gt(0.5).float().mean(1).clamp(max=1.0)
+        certain = (ink * 20).clamp(max=0.99)
+        out = torch.zeros(len(strip), COLUMNS, CLASSES)
+        out[:, :, BLANK] = 1 - certain.view(-1, 1)
+        out[:, COLUMNS // 2, encode("7")[0]] = 2 * certain  # one column says 7 when there is ink
+        return out.log().nan_to_num(neginf=-30.0)
+
+
+def test_a_number_the_localizer_missed_is_found_on_the_canvas_rows():
+    from recognizer.reader.search import MORE_LIKELY, reread_missed
+
+    net = torch.nn.Module()
+    net.reader = _InkReader()
+    canvas = torch.zeros(2, 1, CANVAS_H, CANVAS_W)
+    low = int(0.875 * CANVAS_H)
+    canvas[0, 0, low - 6:low + 6, 60:200] = 1.0  # field 0: a number low in its cell; field 1: empty
+    boxes = torch.tensor([[50.0, 20.0, 210.0, 44.0]] * 2)  # the localizer looked near the top
+    probs = torch.softmax(net.reader(stretch(cut_strips(canvas, boxes))), 2)
+    assert greedy_decode(probs[0].numpy()).text == ""
+    found, read_at = reread_missed(net, canvas, probs, boxes)
+    reading = greedy_decode(found[0].numpy())
+    assert reading.text == "7" and reading.path_probability >= MORE_LIKELY
+    assert abs((read_at[0, 1] + read_at[0, 3]).item() / 2 - low) < 1  # read where the ink is
+    assert greedy_decode(found[1].numpy()).text == ""  # nothing to find: still no digit
+    assert torch.equal(read_at[1], boxes[1])
+
+
 def test_a_fields_pen_can_be_thinner_or_thicker_than_its_digits(mnist_dir):
     from dataclasses import replace
 

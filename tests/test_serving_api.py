@@ -66,8 +66,10 @@ def openapi(api_url) -> dict:
     return r.json()
 
 
-def test_the_schema_validates_and_types_every_route(openapi):
+def test_the_schema_validates_and_types_every_route(openapi, api_url):
     validate(openapi)  # raises on an invalid OpenAPI 3 document
+    docs = requests.get(api_url.removesuffix("/v1") + "/docs", timeout=30)
+    assert docs.status_code == 200 and "openapi.json" in docs.text
     ops = {(path, method): op for path, item in openapi["paths"].items() for method, op in item.items()}
     assert set(ops) == ROUTES
     for (path, method), op in ops.items():

@@ -20,6 +20,7 @@ from recognizer.errors import ImageError, NoDigits
 from recognizer.reader.codec import CLASSES, Reading, greedy_decode
 from recognizer.reader.field_input import Fitted, fit
 from recognizer.reader.model import CANVAS_H, CANVAS_W, COLUMNS, STRIDE, strip_origin, strip_scale
+from recognizer.reader.search import reread_missed
 from recognizer.results import FieldResult
 
 #: Maps a reading's sequence probability and digit count to the chance it is right
@@ -59,7 +60,8 @@ def prepare(images: Sequence[bytes | np.ndarray]) -> CanvasPlan:
 def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device,
         batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
     """The network on uint8 canvases: per-column probabilities (M, COLUMNS, CLASSES) and
-    the boxes read at (M, 4, canvas pixels)."""
+    the boxes read at (M, 4, canvas pixels); a field whose localizer's box reads no digit
+    is read again on rows of the canvas (:mod:`recognizer.reader.search`)."""
     probs, boxes = [], []
     with torch.inference_mode():
         for at in range(0, len(canvas), batch):
@@ -67,8 +69,9 @@ def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device,
             x = torch.from_numpy(np.array(canvas[at:at + batch], dtype=np.uint8)).to(device)
             x = x.unsqueeze(1).float().div_(255.0).contiguous(memory_format=torch.channels_last)
             logits, _, read_at = net(x)
-            probs.append(torch.softmax(logits.float(), dim=2).cpu().numpy())
-            boxes.append(read_at.float().cpu().numpy())
+            p, read_at = reread_missed(net, x, torch.softmax(logits.float(), dim=2), read_at.float())
+            probs.append(p.cpu().numpy())
+            boxes.append(read_at.cpu().numpy())
     if not probs:
         return np.zeros((0, COLUMNS, CLASSES), np.float32), np.zeros((0, 4), np.float32)
     return np.concatenate(probs), np.concatenate(boxes)

@@ -19,16 +19,15 @@ import torch
 from recognizer.data.reader_fields import ReaderFields
 from recognizer.reader.codec import encode_batch
 from recognizer.reader.model import CANVAS_H, cut_strips, stretch, to_pixels
+from recognizer.reader.search import HEIGHTS, ROWS
 from recognizer.training.reader import MAX_LABEL, ctc_loss
 
 #: Box heights added to the localizer's box on the left and on the right.
 EDGES = (0.0, 0.6)
-#: Vertical moves of the box, in box heights; and rows of the canvas (shares of its
-#: height) the box is also centred on, for numbers the localizer missed whole.
+#: Vertical moves of the box, in box heights; the box is also centred on the rows of the
+#: canvas that reading searches when the localizer misses a number whole, and each box is
+#: tried at the heights that search tries (recognizer.reader.search).
 MOVES = (-0.3, 0.0, 0.3)
-ROWS = (0.125, 0.3125, 0.5, 0.6875, 0.875)
-#: The box's height, as a share of the localizer's.
-HEIGHTS = (0.8, 1.0, 1.25)
 #: A candidate counts when the label's CTC loss there is below this (probability 1/e).
 FITS = 1.0
 #: Fields per network call.
