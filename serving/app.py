@@ -380,7 +380,7 @@ class DigitRecognizer:
     async def health(self) -> JSONResponse:
         """This replica's model and the deployment's state (``status``: ``ok`` or
         ``degraded``), from Serve's controller: see :mod:`serving.health`."""
-        state = await asyncio.to_thread(health.deployment_state)
+        state = await health.current_state()
         return JSONResponse(health.summary(self.recognizer.version, state))
 
     @api.get("/v1/model", response_model=ModelInfo, responses=error_responses(503))

@@ -4,12 +4,13 @@ report all is well."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 #: Seconds a controller answer is reused: health checks may come many times a second.
 CACHE_S = 1.0
 
-_cache: dict = {"at": float("-inf"), "state": None}
+_cache: dict = {"at": float("-inf"), "state": None, "refresh": None}
 
 
 def deployment_state() -> dict:
@@ -32,6 +33,19 @@ def deployment_state() -> dict:
         state = {"deployment": "UNKNOWN", "replicas": {}}
     _cache.update(at=now, state=state)
     return state
+
+
+async def current_state() -> dict:
+    """:func:`deployment_state` without making a health check wait on the controller: the
+    last answer, refreshed in the background once it is ``CACHE_S`` old (only the
+    replica's first health check waits for one)."""
+    if _cache["state"] is None:
+        return await asyncio.to_thread(deployment_state)
+    refresh = _cache["refresh"]
+    if time.monotonic() - _cache["at"] >= CACHE_S and (refresh is None or refresh.done()):
+        # The task is kept so that it is not collected before it ends.
+        _cache["refresh"] = asyncio.get_running_loop().create_task(asyncio.to_thread(deployment_state))
+    return _cache["state"]
 
 
 def summary(model_version: str, state: dict) -> dict:

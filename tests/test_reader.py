@@ -189,6 +189,8 @@ def test_the_reader_trains_in_the_one_loop_into_the_final_checkpoint_and_resumes
     resumed = recognizer.load(second.checkpoint)
     assert [h["epoch"] for h in resumed.meta["reader"]["history"]] == [1, 2]
     assert resumed.meta["reader"]["history"][0] == model.meta["reader"]["history"][0]
+    assert model.meta["recipe"]["reader_epochs"] == 1
+    assert resumed.meta["recipe"]["reader_epochs"] == 2  # the recipe says what made the reader
     assert [os.path.getmtime(tmp_path / "r" / p) for p in cached] == stamps
     # The reader reads whole fields: every answer is a result or a typed error.
     from recognizer.data.forms import make_form_fields

@@ -107,6 +107,10 @@ def finish_run(cfg: TrainConfig, last: str, inputs: RunInputs,
     return folder
 
 
+def _reader_recipe(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in cfg.recipe().items() if k.startswith("reader")}
+
+
 def _has_reader(folder: str, reader: str | None) -> bool:
     """Whether the final checkpoint ``folder`` holds the reader of checkpoint ``reader``."""
     if reader is None:
@@ -121,6 +125,9 @@ def _with_reader(cfg: TrainConfig, folder: str, reader: str, reader_val) -> str:
     splitter = checkpoint.read_splitter(meta)
     for key in LOADED_KEYS:
         meta.pop(key, None)
+    # The reader may have gone on with other settings (more epochs or fields): the recipe
+    # says what made the reader it now holds.
+    meta["recipe"] = {**meta.get("recipe", {}), **_reader_recipe(cfg)}
     reader_raw, meta["reader"] = _reader(cfg, reader, reader_val)
     checkpoint.save(folder, model, meta, checkpoint.load_train_state(folder), splitter, reader_raw)
     return folder
