@@ -26,16 +26,14 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recognizer import settings
 from recognizer.errors import ImageError
@@ -45,9 +43,9 @@ from recognizer.fields.read import reader_calibration
 from recognizer.predict import Recognizer, load, select_device
 from recognizer.preprocess import as_image_list, preprocess, preprocess_many
 from recognizer.results import Failure, Predictions, digit_entry, field_entry
-from serving import health, inputs
+from serving import health, http_errors, inputs
 from serving.config import APP_NAME, ServeConfig
-from serving.metrics import app_metrics
+from serving.metrics import MetricsMiddleware, app_metrics
 from serving.schemas import (
     BatchResponse,
     Digit,
@@ -61,8 +59,6 @@ from serving.schemas import (
 
 log = logging.getLogger("ray.serve")
 
-#: ImageErrors are the client's data, understood but unusable.
-IMAGE_ERROR_STATUS = 422
 #: Bodies up to this size are decoded with their dynamic batch; larger ones alone, in a
 #: worker thread, so that a big scan does not hold up the batch.
 INLINE_DECODE_BYTES = 64 * 1024
@@ -82,86 +78,7 @@ _BATCHING = {"max_batch_size": ServeConfig.max_batch_size,
              "batch_wait_timeout_s": ServeConfig.batch_wait_ms / 1000}
 
 
-def error_response(status: int, code: str, message: str, endpoint: str) -> JSONResponse:
-    """The JSON error answer, counted in ``digits_errors`` by endpoint and code."""
-    app_metrics().errors.inc(tags={"endpoint": endpoint, "code": code})
-    return JSONResponse(Failure(code, message).to_json(), status_code=status)
-
-
-def endpoint_of(path: str) -> str:
-    """A bounded metric tag for a request path."""
-    known = {"/v1/predict": "predict", "/v1/predict/batch": "predict_batch",
-             "/v1/read": "read", "/v1/health": "health", "/v1/model": "model"}
-    return known.get(path.rstrip("/") or "/", "other")
-
-
-@api.exception_handler(inputs.RequestError)
-async def _request_error(request: Request, exc: inputs.RequestError) -> JSONResponse:
-    return error_response(exc.status, exc.code, exc.message, endpoint_of(request.url.path))
-
-
-@api.exception_handler(ImageError)
-async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
-    return error_response(IMAGE_ERROR_STATUS, exc.code, str(exc), endpoint_of(request.url.path))
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    message = {404: f"no such endpoint {request.url.path}; see /docs",
-               405: f"{request.method} is not allowed on {request.url.path}"}.get(
-                   exc.status_code, str(exc.detail))
-    answer = error_response(exc.status_code, code, message, endpoint_of(request.url.path))
-    answer.headers.update(exc.headers or {})  # e.g. a 405's Allow
-    return answer
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
-    # The typed query parameters: a bad one is the client's mistake (400), named by its code.
-    first = exc.errors()[0]
-    name = str(first["loc"][-1]) if first.get("loc") else "request"
-    message = f"query parameter {name}: {first['msg']} (got {first.get('input')!r})"
-    return error_response(400, f"invalid_{name}", message, endpoint_of(request.url.path))
-
-
-@api.exception_handler(Exception)
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # A bug, not the client's fault: log it with its traceback, answer in the usual shape.
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", f"internal error ({type(exc).__name__}); "
-                          "see the replica's log", endpoint_of(request.url.path))
-
-
-class MetricsMiddleware:
-    """Counts every HTTP answer by endpoint and status and times it (pure ASGI, cheap)."""
-
-    def __init__(self, app: Any):
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            endpoint = endpoint_of(scope.get("path", ""))
-            m = app_metrics()
-            m.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
-            m.request_latency_ms.observe((time.perf_counter() - start) * 1000,
-                                         tags={"endpoint": endpoint})
-
-
+http_errors.install(api)
 api.add_middleware(MetricsMiddleware)
 
 

@@ -1,14 +1,16 @@
 """Application metrics of the serving replicas, exported through Ray's metrics pipeline.
 
-Ray adds its ``ray_`` namespace and Serve's ``deployment``/``replica``/``application``
-tags, so Prometheus sees e.g. ``ray_digits_requests_total{endpoint="predict",status="200"}``
-beside Serve's own ``ray_serve_*`` series.
+:class:`MetricsMiddleware` counts and times every HTTP answer. Ray adds its ``ray_``
+namespace and Serve's ``deployment``/``replica``/``application`` tags, so Prometheus sees
+e.g. ``ray_digits_requests_total{endpoint="predict",status="200"}`` beside Serve's own ``ray_serve_*`` series.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from ray.serve.metrics import Counter, Histogram
 
@@ -46,3 +48,39 @@ def app_metrics() -> AppMetrics:
                                        "Model forward time per batch, milliseconds",
                                        boundaries=LATENCY_BOUNDARIES, tag_keys=("path",)),
     )
+
+
+def endpoint_of(path: str) -> str:
+    """A bounded metric tag for a request path."""
+    known = {"/v1/predict": "predict", "/v1/predict/batch": "predict_batch",
+             "/v1/read": "read", "/v1/health": "health", "/v1/model": "model"}
+    return known.get(path.rstrip("/") or "/", "other")
+
+
+class MetricsMiddleware:
+    """Counts every HTTP answer by endpoint and status and times it (pure ASGI, cheap)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = endpoint_of(scope.get("path", ""))
+            m = app_metrics()
+            m.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
+            m.request_latency_ms.observe((time.perf_counter() - start) * 1000,
+                                         tags={"endpoint": endpoint})

@@ -140,6 +140,27 @@ def test_fine_tuning_on_ray_train_reads_s3_and_its_checkpoint_runs_field_jobs(ra
     assert summary["rows"]["ok"] + summary["rows"]["error"] == 80
     table = pq.read_table(pa.BufferReader(storage.read_bytes(f"s3://{bucket}/read/part-0.parquet")))
     assert set(table.column("model_version").to_pylist()) == {meta["version"]}
+    # It serves: /v1/read answers with the fine-tuned reader, as the library reads.
+    from ray import serve
+
+    from formdigits.client import Client
+    from serving.config import ServeConfig
+    from serving.deploy import deploy
+    from tests.test_serving import free_port
+
+    url = deploy(ServeConfig(checkpoint=result.checkpoint, num_cpus=0.5), port=free_port(), app_name="tuned")
+    try:
+        tuned = recognizer.load(result.checkpoint)
+        local = read_fields(tuned, [_png(x) for x in images[:8]], reader="learned")
+        with Client(url) as client:
+            assert client.model().version == meta["version"]
+            for image, want in zip(images[:8], local, strict=True):
+                if isinstance(want, FieldResult):
+                    got = client.read(image, reader="learned")
+                    assert got.text == want.text and got.model_version == meta["version"]
+    finally:
+        serve.delete("tuned")
+        serve.shutdown()
 
 
 def test_the_reader_finds_where_a_label_is_written_and_nowhere_for_a_wrong_one(mnist_dir):
