@@ -157,12 +157,18 @@ class DigitRecognizer:
         for i, item in enumerate(items):
             if not isinstance(item, bytes):
                 x[i] = item
-        ok = [i for i, error in enumerate(errors) if error is None]
-        probs, version = np.zeros((len(items), settings.DIGITS), np.float32), self.recognizer.version
-        if ok:
-            probs[ok], version = self._forward(x[ok], "dynamic")
-            self.metrics.images.inc(len(ok), tags={"endpoint": "predict"})  # once a batch
+        probs, version = self._forward_usable(x, errors, "dynamic")
+        self._count_images(sum(e is None for e in errors), "predict")  # once a batch
         return [(probs[i] if errors[i] is None else errors[i], version) for i in range(len(items))]
+
+    def _forward_usable(self, x: np.ndarray, errors: list[ImageError | None], path: str
+                        ) -> tuple[np.ndarray, str]:
+        """Digit probabilities of the inputs without an error (zeros for the others)."""
+        ok = [i for i, error in enumerate(errors) if error is None]
+        probs, version = np.zeros((len(x), settings.DIGITS), np.float32), self.recognizer.version
+        if ok:
+            probs[ok], version = self._forward(x[ok], path)
+        return probs, version
 
     @serve.batch(**_BATCHING)
     async def _infer_pieces(self, stacks: list[np.ndarray]) -> list[tuple[np.ndarray, str]]:
@@ -196,18 +202,17 @@ class DigitRecognizer:
         return [((probs[i:i + 1], boxes[i:i + 1]), version) for i in range(len(canvases))]
 
     async def _run_many(self, images: list[bytes | np.ndarray], path: str) -> tuple[Predictions, str]:
-        x, errors = await asyncio.to_thread(preprocess_many, images)
-        ok = np.array([e is None for e in errors], dtype=bool)
-        probs = np.zeros((len(images), settings.DIGITS), dtype=np.float32)
-        version = self.recognizer.version
-        if ok.any():
-            probs[ok], version = await asyncio.to_thread(self._forward, x[ok], path)
-        return Predictions.from_probabilities(probs, errors), version
+        def run() -> tuple[Predictions, str]:
+            x, errors = preprocess_many(images)
+            probs, version = self._forward_usable(x, errors, path)
+            return Predictions.from_probabilities(probs, errors), version
 
-    def _count_images(self, preds: Predictions, endpoint: str) -> None:
+        return await asyncio.to_thread(run)
+
+    def _count_images(self, count: int, endpoint: str) -> None:
         # Ray's counters refuse an increment of 0 (a batch of bad images only).
-        if preds.ok.any():
-            self.metrics.images.inc(int(preds.ok.sum()), tags={"endpoint": endpoint})
+        if count:
+            self.metrics.images.inc(int(count), tags={"endpoint": endpoint})
 
     # ---- HTTP (no `from __future__ import annotations` in this module: Serve's ingress
     # rebuilds these signatures and FastAPI must see real Request classes) ----
@@ -238,7 +243,7 @@ class DigitRecognizer:
         for err in preds.errors:
             if err is not None:
                 self.metrics.errors.inc(tags={"endpoint": "predict_batch", "code": err.code})
-        self._count_images(preds, "predict_batch")
+        self._count_images(preds.ok.sum(), "predict_batch")
         return JSONResponse({"results": [preds.entry(i, version) for i in range(len(preds))],
                              "model_version": version})
 
@@ -319,7 +324,7 @@ class DigitRecognizer:
         float32 array, "errors": [None | {"code", "message"}], "model_version": str}``.
         """
         preds, version = await self._run_many(as_image_list(images), "handle")
-        self._count_images(preds, "handle")
+        self._count_images(preds.ok.sum(), "handle")
         return {"labels": preds.labels, "confidences": preds.confidences.astype(np.float32),
                 "errors": [None if e is None else Failure.of(e).to_dict() for e in preds.errors],
                 "model_version": version}

@@ -143,10 +143,10 @@ def test_fine_tuning_on_ray_train_reads_s3_and_its_checkpoint_runs_field_jobs(ra
     # It serves: /v1/read answers with the fine-tuned reader, as the library reads.
     from ray import serve
 
+    from devstack.services import free_port
     from formdigits.client import Client
     from serving.config import ServeConfig
     from serving.deploy import deploy
-    from tests.test_serving import free_port
 
     url = deploy(ServeConfig(checkpoint=result.checkpoint, num_cpus=0.5), port=free_port(), app_name="tuned")
     try:

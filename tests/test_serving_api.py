@@ -50,7 +50,7 @@ def api_url(ray_cluster):
     """The application serving the bundled model on a free port; deleted after this module."""
     from ray import serve
 
-    from tests.test_serving import free_port
+    from devstack.services import free_port
 
     url = deploy(ServeConfig(checkpoint=bundled.folder(), max_body_bytes=256 * 1024, max_batch_images=64,
                              num_cpus=0.5), port=free_port(), app_name=APP)

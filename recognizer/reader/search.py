@@ -14,6 +14,7 @@ import itertools
 
 import torch
 
+from recognizer.reader.codec import ALPHABET
 from recognizer.reader.model import CANVAS_H, cut_strips, stretch
 
 #: Rows of the canvas (shares of its height) a missed number is looked for on.
@@ -23,8 +24,8 @@ HEIGHTS = (0.8, 1.0, 1.25)
 #: A reading found by the search is kept when its greedy path is at least this likely:
 #: more likely than not, so that a blank field is rarely read as a number.
 MORE_LIKELY = 0.5
-#: Digit classes of the reader's output (codec: blank 0, then the digits, then separators).
-_DIGITS = slice(1, 11)
+#: Which of the reader's output classes are digits (the codec's blank, then its alphabet).
+_IS_DIGIT = torch.tensor([False] + [ch.isdigit() for ch in ALPHABET])
 
 
 def row_boxes(own: torch.Tensor) -> list[torch.Tensor]:
@@ -41,7 +42,7 @@ def row_boxes(own: torch.Tensor) -> list[torch.Tensor]:
 def _greedy(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per field (N, T, C): whether its greedy path holds a digit, and that path's probability."""
     peak, best = probs.max(2)
-    has_digit = ((best >= _DIGITS.start) & (best < _DIGITS.stop)).any(1)
+    has_digit = _IS_DIGIT.to(best.device)[best].any(1)
     return has_digit, peak.clamp(min=1e-12).log().sum(1).exp()
 
 
