@@ -80,11 +80,30 @@ class HeightAttention(nn.Module):
         return (x * torch.softmax(self.score(x), dim=2)).sum(dim=2)
 
 
+class RecurrentContext(nn.Module):
+    """Context across columns: a 1-D convolution, then a bidirectional LSTM over all 48
+    columns, so that each column's output sees the whole field (where a digit starts and
+    ends, whether its neighbour was already read)."""
+
+    def __init__(self, channels: int, hidden: int, dropout: float = 0.1):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(channels, 2 * hidden, 3, padding=1), nn.BatchNorm1d(2 * hidden),
+                                  nn.ReLU(inplace=True))
+        self.lstm = nn.LSTM(2 * hidden, hidden, batch_first=True, bidirectional=True)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(self.conv(x).transpose(1, 2))
+        return self.drop(y).transpose(1, 2)
+
+
 class StripReader(nn.Module):
-    """(N, 1, CROP_H, CROP_W) strip -> (N, COLUMNS, CLASSES) logits."""
+    """(N, 1, CROP_H, CROP_W) strip -> (N, COLUMNS, CLASSES) logits. ``recurrent``: the
+    context across columns is :class:`RecurrentContext` with ``context // 2`` units each
+    way, else two 1-D convolutions (a few columns either side)."""
 
     def __init__(self, widths: tuple[int, int, int, int] = (16, 48, 96, 128), context: int = 128,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, recurrent: bool = False):
         super().__init__()
         a, b, c, d = widths
         self.features = nn.Sequential(
@@ -95,6 +114,10 @@ class StripReader(nn.Module):
             *_conv(c, d),
         )
         self.pool = HeightAttention(d)
+        if recurrent:
+            self.context: nn.Module = RecurrentContext(d, context // 2, dropout)
+            self.head = nn.Conv1d(context, CLASSES, 1)
+            return
         self.context = nn.Sequential(
             nn.Conv1d(d, context, 3, padding=1), nn.BatchNorm1d(context), nn.ReLU(inplace=True),
             nn.Dropout(dropout),
@@ -168,10 +191,10 @@ class FieldReader(nn.Module):
     """
 
     def __init__(self, localizer: int = 32, widths: tuple[int, int, int, int] = (16, 48, 96, 128),
-                 context: int = 128):
+                 context: int = 128, recurrent: bool = False):
         super().__init__()
         self.localizer = Localizer(localizer)
-        self.reader = StripReader(widths, context)
+        self.reader = StripReader(widths, context, recurrent=recurrent)
 
     def forward(self, canvas: torch.Tensor, read_at: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -200,9 +223,10 @@ def fold_batch_norms(net: nn.Module) -> nn.Module:
 READERS: dict[str, Callable[[], nn.Module]] = {
     "crnn": FieldReader,
     "crnn-wide": lambda: FieldReader(48, (24, 64, 128, 160), 160),
+    "crnn-lstm": lambda: FieldReader(context=192, recurrent=True),
 }
 #: The reader ``digits train`` trains unless told otherwise.
-DEFAULT_READER = "crnn"
+DEFAULT_READER = "crnn-lstm"
 
 
 def build_reader(name: str) -> FieldReader:

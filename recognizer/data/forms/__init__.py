@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from recognizer.data.forms.config import SEPARATORS, FormConfig, FormField
-from recognizer.data.forms.layout import compose, crop_rows, layout, raw
+from recognizer.data.forms.layout import compose, crop_columns, crop_rows, layout, raw
 from recognizer.data.forms.pen import underline
 from recognizer.data.forms.printed import form_lines, print_text
 from recognizer.data.forms.scan import page
@@ -79,6 +79,11 @@ def make_form_field(digits_u8: Sequence[np.ndarray], labels: Sequence[int], rng:
     height = BASE_HEIGHT * rng.uniform(0.5, 1.2)
     ink, spans, mark_spans, pen = compose(glyphs, list(digits_u8), cfg, rng, height)
     ink, _ = crop_rows(ink)
+    # Drawn only when asked for, so that fields of other configs keep their random streams.
+    if cfg.tight_columns and rng.random() < cfg.tight_columns:
+        ink, left = crop_columns(ink)
+        spans = [(max(0, a - left), b - left) for a, b in spans]
+        mark_spans = [(max(0, a - left), b - left) for a, b in mark_spans]
     base = ink.shape[0]
     rows, cols = np.flatnonzero(ink.max(1) > 0.3), np.flatnonzero(ink.max(0) > 0.3)
     if rng.random() < cfg.p_underline:

@@ -55,6 +55,10 @@ class FormConfig:
     #: heights: digits in comb boxes, spaced postal codes) rather than up to 0.45.
     spaced: float = 0.0
     wide_gap: float = 1.5
+    #: Share of fields cut to their handwriting's columns before the margins are added,
+    #: so that paper beside the number comes from the margins alone and a tight crop
+    #: (a box cut round the number) leaves the first and last strokes at the image's edge.
+    tight_columns: float = 0.0
 
 
 @dataclass

@@ -115,3 +115,9 @@ def crop_rows(canvas: np.ndarray) -> tuple[np.ndarray, int]:
     top = int(rows[0]) if rows.size else 0
     bottom = int(rows[-1]) + 1 if rows.size else canvas.shape[0]
     return canvas[top:bottom], top
+
+
+def crop_columns(canvas: np.ndarray) -> tuple[np.ndarray, int]:
+    """``canvas`` cut to its ink's columns, and the first column kept."""
+    cropped, left = crop_rows(canvas.T)
+    return cropped.T, left
