@@ -56,6 +56,21 @@ def test_forms_can_be_plain_when_every_feature_is_off(mnist_test_raw):
     assert f.image[:, outside].min() > 100
 
 
+def test_a_tight_crop_leaves_the_first_and_last_strokes_at_the_image_edges(mnist_test_raw):
+    images, labels = mnist_test_raw
+    plain = dict(p_thousands=0, p_decimal=0, p_end_mark=0, p_start_sign=0, p_underline=0,
+                 p_hlines=0, p_vlines=0, p_boxes=0, p_background=0, p_printed_text=0,
+                 p_mask=0, p_bleed=0, p_specks=0, p_jpeg=0, p_blur=0, p_large_cell=0, margin=(0.0, 0.0))
+    digits, text = [images[i] for i in range(4)], [int(labels[i]) for i in range(4)]
+    tight = make_form_field(digits, text, np.random.default_rng(0), FormConfig(**plain, tight_columns=1.0))
+    loose = make_form_field(digits, text, np.random.default_rng(0), FormConfig(**plain))
+    left, _, right, _ = tight.box
+    assert left <= 1 and right >= tight.image.shape[1] - 1
+    assert all(0 <= a < b <= tight.image.shape[1] for a, b in tight.spans)
+    # Without it the layout keeps paper beside the row: half a digit height at least.
+    assert loose.box[0] >= 5 and loose.box[2] <= loose.image.shape[1] - 5
+
+
 def _widest_run(row: np.ndarray) -> int:
     """The longest run of stroke pixels (>= 128) in a row of a light-on-dark digit."""
     edges = np.flatnonzero(np.diff(np.r_[0, (row >= 128).astype(int), 0]))

@@ -21,9 +21,12 @@ from recognizer.reader.model import (
     COLUMNS,
     CROP_H,
     CROP_W,
+    DEFAULT_READER,
+    READERS,
     STRIP_FLOOR,
     build_reader,
     cut_strips,
+    fold_batch_norms,
     stretch,
 )
 from recognizer.training.config import TrainConfig
@@ -63,8 +66,16 @@ def test_a_box_is_cut_out_as_a_strip_at_reading_height():
     strip = cut_strips(canvas, torch.tensor([[100.0, 60.0, 140.0, 80.0]]))
     rows = np.flatnonzero(strip[0, 0].max(1).values.numpy() > 0.5)
     assert len(rows) == pytest.approx(BOX_FILL * CROP_H, abs=2)
-    logits, located, read_at = build_reader("crnn").eval()(canvas)
-    assert logits.shape == (1, COLUMNS, CLASSES) and located.shape == read_at.shape == (1, 4)
+    for name in READERS:
+        net = build_reader(name).eval()
+        logits, located, read_at = net(canvas)
+        assert logits.shape == (1, COLUMNS, CLASSES) and located.shape == read_at.shape == (1, 4), name
+        # Folding the batch norms at load keeps the function (the recurrent context's too).
+        for norm in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+        before = net(canvas)[0]
+        assert torch.allclose(fold_batch_norms(net)(canvas)[0], before, atol=1e-4), name
 
 
 def test_each_strip_is_stretched_to_its_own_ink_and_an_empty_one_is_left_alone():
@@ -177,7 +188,7 @@ def test_the_reader_trains_in_the_one_loop_into_the_final_checkpoint_and_resumes
     first = local.run(_tiny(mnist_dir, str(tmp_path), epochs=1))
     assert first.checkpoint.endswith("checkpoint_epoch0001_final")
     model = recognizer.load(first.checkpoint)
-    assert model.reader is not None and model.meta["reader"]["name"] == "crnn"
+    assert model.reader is not None and model.meta["reader"]["name"] == DEFAULT_READER
     assert os.path.exists(os.path.join(first.checkpoint, checkpoint.READER_FILE))
     assert [h["epoch"] for h in model.meta["reader"]["history"]] == [1]
     # Its fields were made once, cached in the run, and are used again.

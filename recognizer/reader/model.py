@@ -8,8 +8,9 @@ digits anything from 10 to 100 pixels of height. The *localizer* looks at a coar
 copy of the canvas and says where the handwriting is (a box); the box is cut out of
 the canvas at a fixed digit height (``CROP_H`` x ``CROP_W``, by ``grid_sample``) and
 the *reader* reads that strip, its contrast stretched to its own ink: convolutions and
-pooling to 4 rows, a learned attention over the rows per column, 1-D convolutions across
-columns for context, and per column the outputs over blank and the alphabet
+pooling to 4 rows, a learned attention over the rows per column, context across the
+columns (a bidirectional LSTM in the default ``crnn-lstm``; two 1-D convolutions in the
+older ``crnn``), and per column the outputs over blank and the alphabet
 (:mod:`recognizer.reader.codec`).
 
 Training teaches the localizer the synthesized box and feeds the reader strips cut at
