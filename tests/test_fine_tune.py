@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import cv2
 import numpy as np
@@ -18,6 +19,7 @@ from recognizer.data.labelled_fields import read_labelled
 from recognizer.errors import ConfigError, DataError
 from recognizer.fields import FieldResult, read_fields
 from recognizer.runtime import storage
+from recognizer.training import fine_tune
 from recognizer.training.config import TrainConfig
 
 
@@ -110,6 +112,16 @@ def test_fine_tuning_learns_a_new_pen_and_records_its_data(tmp_path, outlined_fi
     assert local.run(cfg).checkpoint == result.checkpoint
     with pytest.raises(ConfigError, match="other settings.*fine_tune_lr"):
         local.run(TrainConfig(**{**cfg.__dict__, "fine_tune_lr": 5e-4}))
+    # A run whose starting reader has since changed (a new bundled model at the same URI)
+    # is refused by name, not resumed into a network of another shape.
+    newest = checkpoint.newest_checkpoint(fine_tune.epochs_uri(cfg))
+    meta_path = os.path.join(newest, checkpoint.META_FILE)
+    meta = json.loads(open(meta_path).read())
+    meta["fine_tune"]["start_reader"] = {"name": "crnn", "sha256": "0" * 64}
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(ConfigError, match="another starting reader .crnn 000000000000"):
+        local.run(cfg)
     # `digits evaluate --fields` scores any labelled prefix.
     out = digits_cli("evaluate", "--checkpoint", result.checkpoint, "--fields", str(tmp_path / "mine"),
                      "--report", str(tmp_path / "report"))

@@ -147,6 +147,8 @@ def prepare(cfg: TrainConfig, mapper: Mapper | None = None) -> FineTuneRun:
     start, meta, weights = start_reader(cfg)
     name = meta["reader"]["name"]
     found = fine_tune_data(cfg, (name, weights), mapper)
+    # The start is named by a URI whose reader may since have changed (a new bundled model).
+    found.record["start_reader"] = {"name": name, "sha256": meta.get(checkpoint.READER_HASH)}
     newest = checkpoint.newest_checkpoint(epochs_uri(cfg))
     if newest:
         check_resume(newest, found.record)
@@ -154,8 +156,16 @@ def prepare(cfg: TrainConfig, mapper: Mapper | None = None) -> FineTuneRun:
 
 
 def check_resume(folder: str, record: dict) -> None:
-    """Refuse to go on from an epoch checkpoint made with other settings or other data."""
+    """Refuse to go on from an epoch checkpoint made with other settings, other data or
+    from another starting reader."""
     before = read_reader_meta(folder).get("fine_tune") or {}
+    if before.get("start_reader") != record.get("start_reader"):
+        was = before.get("start_reader") or {"name": "an unrecorded reader"}
+        now = record["start_reader"]
+        raise ConfigError(f"{folder} was fine-tuned from another starting reader ({was['name']} "
+                          f"{str(was.get('sha256') or '')[:12]}, now {now['name']} "
+                          f"{str(now.get('sha256') or '')[:12]}): give the run another --name to "
+                          "fine-tune the new one")
     differ = [k for k in ("recipe", "data") if before.get(k) != record.get(k)]
     if differ:
         was, now = before.get("recipe") or {}, record["recipe"]
