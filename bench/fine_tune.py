@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import time
 
 import numpy as np
@@ -60,6 +61,8 @@ def _fine_tune(start: str, prefix: str, name: str, limit: int | None = None
                ) -> tuple[recognizer.Recognizer, float, dict]:
     cfg = TrainConfig(fields=prefix, start=start, fields_limit=limit, output=WORK, name=name)
     cfg.validate()
+    # A fresh run each time: the wall time is the measure, and the start may have changed.
+    shutil.rmtree(os.path.join(WORK, name), ignore_errors=True)
     t0 = time.perf_counter()
     result = local.run(cfg)
     seconds = time.perf_counter() - t0
