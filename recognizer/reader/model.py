@@ -115,11 +115,7 @@ class StripReader(nn.Module):
             *_conv(c, d),
         )
         self.pool = HeightAttention(d)
-        if recurrent:
-            self.context: nn.Module = RecurrentContext(d, context // 2, dropout)
-            self.head = nn.Conv1d(context, CLASSES, 1)
-            return
-        self.context = nn.Sequential(
+        self.context = RecurrentContext(d, context // 2, dropout) if recurrent else nn.Sequential(
             nn.Conv1d(d, context, 3, padding=1), nn.BatchNorm1d(context), nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Conv1d(context, context, 5, padding=2), nn.BatchNorm1d(context), nn.ReLU(inplace=True),
