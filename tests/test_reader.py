@@ -146,6 +146,21 @@ def test_a_fields_pen_can_be_thinner_or_thicker_than_its_digits(mnist_dir):
     assert ink_share(replace(READER_FORMS, pen_change=(-0.09, -0.06))) < 0.8 * ink_share(READER_FORMS)
 
 
+def test_every_epoch_draws_new_fields_and_a_resumed_epoch_draws_the_same(mnist_dir):
+    from recognizer import data
+    from recognizer.data.reader_fields import FieldDraw
+    from recognizer.data.synth_fields import as_digits_u8
+
+    d = data.load(mnist_dir, "test")
+    draw = FieldDraw(as_digits_u8(d.images[:300]), d.labels[:300], 40, seed=2, parallel=False)
+    first, again, second = draw.share(0), draw.share(0), draw.share(1)
+    assert len(first) == 40 and first.raws == again.raws and (first.canvas == again.canvas).all()
+    assert first.raws != second.raws
+    # Two workers each draw half, and not the same half.
+    one, other = draw.share(0, 0, 2), draw.share(0, 1, 2)
+    assert len(one) == len(other) == 20 and one.raws != other.raws
+
+
 def test_synthesized_fields_hold_their_boxes_and_some_blank_cells(mnist_dir):
     from recognizer import data
     from recognizer.data.reader_fields import ReaderFields, synthesize
@@ -191,15 +206,18 @@ def test_the_reader_trains_in_the_one_loop_into_the_final_checkpoint_and_resumes
     assert model.reader is not None and model.meta["reader"]["name"] == DEFAULT_READER
     assert os.path.exists(os.path.join(first.checkpoint, checkpoint.READER_FILE))
     assert [h["epoch"] for h in model.meta["reader"]["history"]] == [1]
-    # Its fields were made once, cached in the run, and are used again.
+    assert model.meta["reader"]["fields_drawn"] == 256
+    # Its validation fields were made once, cached in the run, and are used again; its
+    # training fields are drawn anew every epoch and not kept.
     cached = sorted(p.name for p in (tmp_path / "r").glob("reader-fields-*.npz"))
-    assert len(cached) == 2
+    assert len(cached) == 1
     stamps = [os.path.getmtime(tmp_path / "r" / p) for p in cached]
     # Two reader epochs: the run goes on from its first (digits done, reader resumed).
     second = local.run(_tiny(mnist_dir, str(tmp_path), epochs=2))
     resumed = recognizer.load(second.checkpoint)
     assert [h["epoch"] for h in resumed.meta["reader"]["history"]] == [1, 2]
     assert resumed.meta["reader"]["history"][0] == model.meta["reader"]["history"][0]
+    assert resumed.meta["reader"]["fields_drawn"] == 512
     assert model.meta["recipe"]["reader_epochs"] == 1
     assert resumed.meta["recipe"]["reader_epochs"] == 2  # the recipe says what made the reader
     assert [os.path.getmtime(tmp_path / "r" / p) for p in cached] == stamps

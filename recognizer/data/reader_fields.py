@@ -7,6 +7,9 @@ marks in ``raw``, backgrounds, lines, boxes, masks, a small number in a large ce
 and JPEG), put through the reader's own input path (:func:`recognizer.reader.field_input.fit`)
 exactly as a user's crop would be. What the reader learns from is kept: the canvas
 (uint8), the handwriting's box on it and the raw string.
+
+Training draws a new set every epoch (:class:`FieldDraw`): the reader learned the fields
+it saw again and again, and lost ground on real forms doing it (docs/reader.md).
 """
 
 from __future__ import annotations
@@ -111,6 +114,28 @@ def synthesize(digits: np.ndarray, labels: np.ndarray, count: int, seed: int,
             parts = list(_bar(pool.imap(_chunk, jobs), progress, len(jobs)))
     return ReaderFields(np.concatenate([p.canvas for p in parts]), np.concatenate([p.boxes for p in parts]),
                         [r for p in parts for r in p.raws])
+
+
+@dataclass
+class FieldDraw:
+    """A new set of ``count`` training fields for every epoch, written with ``digits``
+    and ``labels`` (light-on-dark uint8). Worker ``rank`` of ``size`` draws its own
+    ``count // size`` fields; the seed, epoch, rank and size fix them, so a resumed epoch
+    sees the fields it would have seen. ``parallel``: a process per CPU of this machine
+    writes them (training in one process), else this process alone (a Ray Train worker,
+    which holds one CPU)."""
+
+    digits: np.ndarray
+    labels: np.ndarray
+    count: int
+    seed: int
+    parallel: bool = True
+
+    def share(self, epoch: int, rank: int = 0, size: int = 1) -> ReaderFields:
+        """The fields worker ``rank`` of ``size`` trains on in ``epoch`` (from 0)."""
+        seed = int(np.random.SeedSequence([self.seed, epoch, rank, size]).generate_state(1)[0])
+        return synthesize(self.digits, self.labels, self.count // size, seed,
+                          mapper=None if self.parallel else map)
 
 
 def _bar(items, progress: bool, total: int | None = None):

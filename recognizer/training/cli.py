@@ -61,8 +61,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="epochs of the learned field reader, trained after the digit model "
                         "(0: none, fields are read by segmentation; default %(default)s)")
     p.add_argument("--reader-fields", type=int, default=d.reader_fields, metavar="FIELDS",
-                   help="form fields synthesized from the training digits to train the reader "
-                        "on, made once and cached in the run (default %(default)s)")
+                   help="form fields synthesized from the training digits for each of the "
+                        "reader's epochs, new ones every epoch (default %(default)s)")
     p.add_argument("--reader-batch-size", type=int, default=d.reader_batch_size,
                    help="the reader's global batch size (default %(default)s)")
     p.add_argument("--reader-lr", type=float, default=d.reader_lr,

@@ -77,7 +77,9 @@ class Task:
     ``size`` training examples; ``build`` makes the network; ``step(model, idx, g,
     device)`` returns the mean loss and the number right of the training examples
     ``idx``; ``validate(model, device)`` the loss sum, number right and count of this
-    worker's share of the validation set."""
+    worker's share of the validation set. ``draw(epoch)``, when given, runs before each
+    epoch and gives this worker examples of its own for it, ``size // world size`` of
+    them, in place of a share of one set that every epoch goes over again."""
 
     name: str
     hyper: Hyper
@@ -85,6 +87,7 @@ class Task:
     build: Callable[[], torch.nn.Module]
     step: Callable[[torch.nn.Module, torch.Tensor, torch.Generator, torch.device], tuple[torch.Tensor, int]]
     validate: Callable[[torch.nn.Module, torch.device], tuple[float, int, int]]
+    draw: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -243,7 +246,11 @@ def fit(cfg: TrainConfig, data: LoopData | None, world: World, on_epoch: Callabl
     train_seconds = history[-1]["train_seconds"] if history else 0.0
     for epoch in range(start_epoch, hyper.epochs):
         g = torch.Generator().manual_seed(hyper.seed * 100_003 + epoch)
-        order = torch.randperm(task.size, generator=g)[: shard_len * world.size][world.rank::world.size]
+        if task.draw is not None:
+            task.draw(epoch)
+            order = torch.randperm(shard_len, generator=g)
+        else:
+            order = torch.randperm(task.size, generator=g)[: shard_len * world.size][world.rank::world.size]
         t0 = time.perf_counter()
         loss_sum, correct = train_epoch(model, optimizer, schedule, task, order, per_worker, g,
                                         world.device, ema)

@@ -1,24 +1,29 @@
 """Training the field reader: its task for the one loop (:func:`recognizer.training.loop.fit`)
 and its data, synthesized form fields (:mod:`recognizer.data.reader_fields`).
 
-Each step, the localizer learns the handwriting's box (smooth L1, as shares of the
-canvas) and the reader learns the field's ``raw`` string by CTC, reading strips cut at
-the true box jittered by a few per cent (most fields) or at the localizer's own box
-(``OWN_BOX`` of them), so that it learns to read where the localizer will point.
+A run's reader draws new fields every epoch (:class:`FieldDraw`); fine-tuning goes over
+one set of a user's fields and synthesized ones. Each step, the localizer learns the
+handwriting's box (smooth L1, as shares of the canvas) and the reader learns the field's
+``raw`` string by CTC, reading strips cut at the true box jittered by a few per cent
+(most fields) or at the localizer's own box (``OWN_BOX`` of them), so that it learns to
+read where the localizer will point.
 Validation reads as users get it: at the localizer's box, exact ``raw`` strings.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recognizer.data.reader_fields import ReaderFields
+from recognizer.data.reader_fields import FieldDraw, ReaderFields
 from recognizer.reader.codec import BLANK, encode_batch
 from recognizer.reader.model import CANVAS_H, CANVAS_W, build_reader
 from recognizer.training.config import Hyper
-from recognizer.training.loop import Task, World
+from recognizer.training.loop import Task, World, progress
 
 #: Longest label a training field holds (10 digits with separators and end marks fit).
 MAX_LABEL = 24
@@ -68,20 +73,46 @@ def exact(logits: torch.Tensor, targets: torch.Tensor) -> int:
     return right
 
 
-def reader_task(name: str, hyper: Hyper, train: ReaderFields, val: ReaderFields, world: World,
+@dataclass
+class _Examples:
+    """The fields a worker trains on now, as the step reads them."""
+
+    fields: ReaderFields
+    targets: torch.Tensor
+    boxes: torch.Tensor
+
+    @classmethod
+    def of(cls, fields: ReaderFields) -> _Examples:
+        # boxes copied: object-store arrays are read-only
+        return cls(fields, torch.from_numpy(encode_batch(fields.raws, MAX_LABEL)),
+                   torch.from_numpy(np.array(fields.boxes)))
+
+
+def reader_task(name: str, hyper: Hyper, train: ReaderFields | FieldDraw, val: ReaderFields, world: World,
                 start: dict | None = None) -> Task:
-    """The reader's task on ``train``, validated on this worker's share of ``val``;
-    ``start``: the weights it starts from (fine-tuning), else new ones. Fields whose box
-    is unknown (NaN) are read at the localizer's box and do not teach it."""
-    targets = torch.from_numpy(encode_batch(train.raws, MAX_LABEL))
-    boxes = torch.from_numpy(np.array(train.boxes))  # a copy: object-store arrays are read-only
+    """The reader's task on ``train`` (a fixed set, or a :class:`FieldDraw` of new fields
+    every epoch), validated on this worker's share of ``val``; ``start``: the weights it
+    starts from (fine-tuning), else new ones. Fields whose box is unknown (NaN) are read
+    at the localizer's box and do not teach it."""
+    now = _Examples.of(train) if isinstance(train, ReaderFields) else None
     scale = torch.tensor([CANVAS_W, CANVAS_H, CANVAS_W, CANVAS_H], dtype=torch.float32)
     mine = slice(world.rank, None, world.size)
     val_share = ReaderFields(val.canvas[mine], val.boxes[mine], val.raws[mine])
     val_targets = torch.from_numpy(encode_batch(val_share.raws, MAX_LABEL))
 
+    def draw(epoch: int) -> None:
+        nonlocal now
+        assert isinstance(train, FieldDraw)
+        now = None  # the last epoch's fields go before the next are written
+        t0 = time.perf_counter()
+        now = _Examples.of(train.share(epoch, world.rank, world.size))
+        if world.rank == 0:
+            progress(f"reader: epoch {epoch + 1}'s {train.count:,} new fields drawn in "
+                     f"{time.perf_counter() - t0:.0f} s")
+
     def step(model: torch.nn.Module, idx: torch.Tensor, g: torch.Generator, device: torch.device):
-        x, y, b = _canvas(train, idx.numpy()).to(device), targets[idx].to(device), boxes[idx]
+        x = _canvas(now.fields, idx.numpy()).to(device)
+        y, b = now.targets[idx].to(device), now.boxes[idx]
         logits, located, _ = model(x, _jittered(b, g).to(device))
         loss = ctc_loss(logits, y)
         known = ~torch.isnan(b).any(1)  # a user's labelled fields: no box, read at the localizer's
@@ -108,4 +139,6 @@ def reader_task(name: str, hyper: Hyper, train: ReaderFields, val: ReaderFields,
             net.load_state_dict(start)
         return net.to(memory_format=torch.channels_last)
 
+    if isinstance(train, FieldDraw):
+        return Task("reader", hyper, train.count, build, step, validate, draw)
     return Task("reader", hyper, len(train), build, step, validate)

@@ -1,6 +1,7 @@
-"""A run's reader phase, around the one loop: its synthesized fields (made once and
-cached in the run), its per-epoch checkpoints (``RUN/reader/checkpoint_epochNNNN``), and
-the calibration of its sequence probability, fitted after the last epoch.
+"""A run's reader phase, around the one loop: its synthesized fields (new ones every
+epoch for training; the validation fields made once and cached in the run), its
+per-epoch checkpoints (``RUN/reader/checkpoint_epochNNNN``), and the calibration of its
+sequence probability, fitted after the last epoch.
 
 The reader trains on fields of the training digits less the last ``READER_HOLDOUT``;
 its validation and calibration fields are written with those held-out digits, so that
@@ -15,7 +16,7 @@ import os
 import numpy as np
 
 from recognizer import checkpoint, data, settings
-from recognizer.data.reader_fields import Mapper, ReaderFields, cache_key, synthesize
+from recognizer.data.reader_fields import FieldDraw, Mapper, ReaderFields, cache_key, synthesize
 from recognizer.data.styles import restyled_set
 from recognizer.data.synth_fields import as_digits_u8
 from recognizer.errors import CheckpointError
@@ -52,10 +53,12 @@ def _cached(folder: str, key: str, make) -> ReaderFields:
     return fields
 
 
-def reader_data(cfg: TrainConfig, mapper: Mapper | None = None) -> tuple[ReaderFields, ReaderFields]:
-    """The reader's training and validation fields, synthesized in parallel on first use
-    (by ``mapper``: Ray tasks on the Ray path, else a process per CPU) and cached beside
-    the run."""
+def reader_data(cfg: TrainConfig, mapper: Mapper | None = None,
+                parallel: bool = True) -> tuple[FieldDraw, ReaderFields]:
+    """The reader's training fields, drawn anew every epoch (``parallel``: by a process
+    per CPU, else by each worker alone), and its validation fields, synthesized on first
+    use (by ``mapper``: Ray tasks on the Ray path, else a process per CPU) and cached
+    beside the run."""
     digits = data.load(settings.data_dir(cfg.data), "train")
     images = as_digits_u8(digits.images)
     labels = digits.labels
@@ -64,13 +67,11 @@ def reader_data(cfg: TrainConfig, mapper: Mapper | None = None) -> tuple[ReaderF
                               f"({len(labels)} in {digits.source}); --reader-epochs 0 trains none")
     train_x, train_y = images[:-READER_HOLDOUT], labels[:-READER_HOLDOUT]
     sx, sy = restyled_set(train_x, train_y, cfg.style_share, np.random.default_rng(cfg.seed))
-    train_x, train_y = np.concatenate([train_x, sx]), np.concatenate([train_y, sy])
+    train = FieldDraw(np.concatenate([train_x, sx]), np.concatenate([train_y, sy]), cfg.reader_fields,
+                      cfg.seed, parallel)
     folder = _cache_folder(cfg)
-    key = cache_key(digits.source, cfg.reader_fields, cfg.seed)
-    progress(f"reader fields: {cfg.reader_fields:,} for training, {cfg.reader_val_fields:,} for "
-             f"validation (cached in {folder})")
-    train = _cached(folder, key, lambda: synthesize(train_x, train_y, cfg.reader_fields, cfg.seed,
-                                                    mapper=mapper, progress=True))
+    progress(f"reader fields: {cfg.reader_fields:,} new ones every epoch for training, "
+             f"{cfg.reader_val_fields:,} for validation (cached in {folder})")
     val_key = cache_key(digits.source + "#holdout", cfg.reader_val_fields, cfg.seed + 1)
     val = _cached(folder, val_key, lambda: synthesize(images[-READER_HOLDOUT:], labels[-READER_HOLDOUT:],
                                                       cfg.reader_val_fields, cfg.seed + 1, mapper=mapper))
@@ -117,6 +118,7 @@ def final_reader(cfg: TrainConfig, folder: str, val: ReaderFields) -> tuple[byte
     raw = storage.read_bytes(storage.join(folder, checkpoint.READER_FILE))
     return raw, {"name": meta["name"], "epochs": meta["epochs"], "exact": meta["exact"],
                  "history": meta["history"], "fields": cfg.reader_fields,
+                 "fields_drawn": cfg.reader_fields * meta["epochs"],
                  "code_version": meta.get("code_version"),
                  "calibration": fit_reader_calibration(raw, meta["name"], val)}
 
