@@ -152,7 +152,7 @@ def test_every_epoch_draws_new_fields_and_a_resumed_epoch_draws_the_same(mnist_d
     from recognizer.data.synth_fields import as_digits_u8
 
     d = data.load(mnist_dir, "test")
-    draw = FieldDraw(as_digits_u8(d.images[:300]), d.labels[:300], 40, seed=2, parallel=False)
+    draw = FieldDraw(as_digits_u8(d.images[:300]), d.labels[:300], 40, seed=2)
     first, again, second = draw.share(0), draw.share(0), draw.share(1)
     assert len(first) == 40 and first.raws == again.raws and (first.canvas == again.canvas).all()
     assert first.raws != second.raws

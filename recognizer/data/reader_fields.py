@@ -98,19 +98,19 @@ Mapper = Callable[[Callable, list], Iterable]
 
 def synthesize(digits: np.ndarray, labels: np.ndarray, count: int, seed: int,
                cfg: FormConfig = READER_FORMS, mapper: Mapper | None = None,
-               progress: bool = False) -> ReaderFields:
+               progress: bool = False, processes: int | None = None) -> ReaderFields:
     """``count`` reader fields of light-on-dark uint8 training ``digits``, generated in
-    chunks by ``mapper`` (default: a process per CPU of this machine); the same seed
-    gives the same set however it is generated."""
+    chunks by ``mapper`` (default: ``processes`` processes, default one per CPU of this
+    machine); the same seed gives the same set however it is generated."""
     jobs = [(digits, labels, min(CHUNK, count - at), seed * 1_000_003 + at // CHUNK, cfg)
             for at in range(0, count, CHUNK)]
     if mapper is not None:
         parts = list(_bar(mapper(_chunk, jobs), progress, len(jobs)))
-    elif (os.cpu_count() or 1) == 1 or len(jobs) == 1:
+    elif (processes := processes or os.cpu_count() or 1) == 1 or len(jobs) == 1:
         parts = [_chunk(j) for j in _bar(jobs, progress)]
     else:
         # fork: the children need no import of the caller's script (no __main__ guard).
-        with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
             parts = list(_bar(pool.imap(_chunk, jobs), progress, len(jobs)))
     return ReaderFields(np.concatenate([p.canvas for p in parts]), np.concatenate([p.boxes for p in parts]),
                         [r for p in parts for r in p.raws])
@@ -120,22 +120,20 @@ def synthesize(digits: np.ndarray, labels: np.ndarray, count: int, seed: int,
 class FieldDraw:
     """A new set of ``count`` training fields for every epoch, written with ``digits``
     and ``labels`` (light-on-dark uint8). Worker ``rank`` of ``size`` draws its own
-    ``count // size`` fields; the seed, epoch, rank and size fix them, so a resumed epoch
-    sees the fields it would have seen. ``parallel``: a process per CPU of this machine
-    writes them (training in one process), else this process alone (a Ray Train worker,
-    which holds one CPU)."""
+    ``count // size`` fields, written by ``processes`` processes (the CPUs it trains
+    with; 1: this process alone); the seed, epoch, rank and size fix them, so a resumed
+    epoch sees the fields it would have seen."""
 
     digits: np.ndarray
     labels: np.ndarray
     count: int
     seed: int
-    parallel: bool = True
+    processes: int = 1
 
     def share(self, epoch: int, rank: int = 0, size: int = 1) -> ReaderFields:
         """The fields worker ``rank`` of ``size`` trains on in ``epoch`` (from 0)."""
         seed = int(np.random.SeedSequence([self.seed, epoch, rank, size]).generate_state(1)[0])
-        return synthesize(self.digits, self.labels, self.count // size, seed,
-                          mapper=None if self.parallel else map)
+        return synthesize(self.digits, self.labels, self.count // size, seed, processes=self.processes)
 
 
 def _bar(items, progress: bool, total: int | None = None):

@@ -140,7 +140,7 @@ def run(cfg: TrainConfig) -> TrainResult:
     if cfg.reader_epochs:
         from recognizer.training.reader_run import reader_data
 
-        train, val = reader_data(cfg, _ray_map, parallel=False)
+        train, val = reader_data(cfg, _ray_map, processes=threads)
         reader_loop = {"cfg": cfg, "threads": threads, "reader_ref": ray.put((train, val))}
         reader = _checkpoint_uri(cfg, _trainer(cfg, reader_loop, "reader", cfg.run_uri).fit())
     return TrainResult(checkpoint=finish_run(cfg, uri, inputs, _splitter_in_task, reader, val),

@@ -54,11 +54,11 @@ def _cached(folder: str, key: str, make) -> ReaderFields:
 
 
 def reader_data(cfg: TrainConfig, mapper: Mapper | None = None,
-                parallel: bool = True) -> tuple[FieldDraw, ReaderFields]:
-    """The reader's training fields, drawn anew every epoch (``parallel``: by a process
-    per CPU, else by each worker alone), and its validation fields, synthesized on first
-    use (by ``mapper``: Ray tasks on the Ray path, else a process per CPU) and cached
-    beside the run."""
+                processes: int | None = None) -> tuple[FieldDraw, ReaderFields]:
+    """The reader's training fields, drawn anew every epoch by each worker with
+    ``processes`` processes (default one per CPU), and its validation fields, synthesized
+    on first use (by ``mapper``: Ray tasks on the Ray path, else a process per CPU) and
+    cached beside the run."""
     digits = data.load(settings.data_dir(cfg.data), "train")
     images = as_digits_u8(digits.images)
     labels = digits.labels
@@ -68,7 +68,7 @@ def reader_data(cfg: TrainConfig, mapper: Mapper | None = None,
     train_x, train_y = images[:-READER_HOLDOUT], labels[:-READER_HOLDOUT]
     sx, sy = restyled_set(train_x, train_y, cfg.style_share, np.random.default_rng(cfg.seed))
     train = FieldDraw(np.concatenate([train_x, sx]), np.concatenate([train_y, sy]), cfg.reader_fields,
-                      cfg.seed, parallel)
+                      cfg.seed, processes or os.cpu_count() or 1)
     folder = _cache_folder(cfg)
     progress(f"reader fields: {cfg.reader_fields:,} new ones every epoch for training, "
              f"{cfg.reader_val_fields:,} for validation (cached in {folder})")
