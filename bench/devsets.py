@@ -31,7 +31,7 @@ from recognizer import data
 from recognizer.data.forms import make_form_fields
 from recognizer.data.synth_fields import make_fields
 from recognizer.fields import FieldResult, read_fields
-from recognizer.training.field_scores import accepted_share, edit_distance, half_width
+from recognizer.training.field_scores import score_fields
 
 #: Environment variable naming the folder of real cheque amounts (development set).
 CHEQUE_ENV = "DIGITS_CHEQUE"
@@ -49,17 +49,11 @@ def _read(model: recognizer.Recognizer, images: list, reader: str) -> tuple[list
 
 
 def _score(results: list, texts: list[str], raws: list[str] | None, seconds: float | None) -> dict:
-    read = [r.text if isinstance(r, FieldResult) else "" for r in results]
-    right = np.array([r == t for r, t in zip(read, texts, strict=True)])
-    conf = np.array([r.confidence if isinstance(r, FieldResult) else 0.0 for r in results])
-    digits = sum(len(t) for t in texts)
-    out = {"fields": len(texts), "exact": float(right.mean()),
-           "plus_minus": half_width(float(right.mean()), len(texts)),
-           "digit_accuracy": 1 - sum(edit_distance(r, t) for r, t in zip(read, texts, strict=True)) / digits,
-           "wrong_length": float(np.mean([len(r) != len(t) for r, t in zip(read, texts, strict=True)])),
-           "errors": int(sum(not isinstance(r, FieldResult) for r in results)),
-           "accepted_at_1": accepted_share(right, conf, 0.01),
-           "accepted_at_0.5": accepted_share(right, conf, 0.005),
+    scores = score_fields(results, texts)
+    out = {"fields": scores["fields"], "exact": scores["exact"], "plus_minus": scores["plus_minus"],
+           "digit_accuracy": 1 - scores["char_error_rate"], "wrong_length": scores["wrong_length"],
+           "errors": sum(scores["errors"].values()),
+           "accepted_at_1": scores["accepted_at_1%"], "accepted_at_0.5": scores["accepted_at_0.5%"],
            "fields_per_s": len(texts) / seconds if seconds else None}
     if raws is not None:
         got = [r.raw if isinstance(r, FieldResult) else "" for r in results]

@@ -18,6 +18,7 @@ from recognizer.data.forms import FormConfig, make_form_fields
 from recognizer.data.labelled_fields import read_labelled
 from recognizer.errors import ConfigError, DataError
 from recognizer.fields import FieldResult, read_fields
+from recognizer.reader.model import READERS
 from recognizer.runtime import storage
 from recognizer.training import fine_tune
 from recognizer.training.config import TrainConfig
@@ -92,8 +93,10 @@ def test_fine_tuning_learns_a_new_pen_and_records_its_data(tmp_path, outlined_fi
         "id": [f"f{i}" for i in range(300)], "image": [_png(x) for x in images[:300]], "text": raws[:300]}))
     start = recognizer.load()
     before = _exact(start, images[300:], texts[300:])
+    # --reader names the architecture of new readers; a fine-tune keeps its start's.
+    other = next(name for name in READERS if name != start.meta["reader"]["name"])
     cfg = TrainConfig(fields=str(tmp_path / "mine"), fine_tune_epochs=3, fine_tune_min_epoch=600,
-                      synth_mix=0.5, output=str(tmp_path / "runs"), name="mine")
+                      synth_mix=0.5, output=str(tmp_path / "runs"), name="mine", reader=other)
     cfg.validate()
     result = local.run(cfg)
     tuned = recognizer.load(result.checkpoint)
@@ -106,6 +109,7 @@ def test_fine_tuning_learns_a_new_pen_and_records_its_data(tmp_path, outlined_fi
     assert record["train_rows"] + record["val_rows"] == 300 and len(record["data"]["ids_hash"]) == 16
     assert record["val_exact"] == max(h["val_accuracy"] for h in record["history"])
     assert record["start"]["version"] == start.version
+    assert tuned.meta["reader"]["name"] == start.meta["reader"]["name"]
     report = json.loads((tmp_path / "runs" / "mine" / "fine_tune.json").read_text())
     assert report["val_exact"] == record["val_exact"]
     # The same command again resumes (nothing left to do); other settings are refused.

@@ -60,6 +60,28 @@ def test_the_input_keeps_the_crop_whole_and_refuses_blank_paper():
         fit(np.full((40, 120), 200, np.uint8))
 
 
+def test_the_ink_is_the_median_paper_and_percentile_peak_taken_from_counts():
+    from recognizer.normalize import LIGHT_PAPER, MIN_CONTRAST
+    from recognizer.reader.field_input import PEAK_PERCENTILE, ink_of
+
+    rng = np.random.default_rng(4)
+    shapes = [(1, 1), (1, 2), (2, 2), (7, 3), (40, 180), (127, 33)]
+    checked = 0
+    for shape in shapes * 20:
+        grey = rng.integers(0, 256, shape, dtype=np.uint8)
+        if rng.random() < 0.5:  # mostly paper, some ink, as fields are
+            grey = np.where(rng.random(shape) < 0.9, grey // 8 + 200, grey).astype(np.uint8)
+        g = grey.astype(np.float32)
+        paper = float(np.median(g))
+        ink = paper - g if paper > LIGHT_PAPER else g - paper
+        if ink.max() < MIN_CONTRAST:
+            continue
+        want = np.clip(ink / max(float(np.percentile(ink, PEAK_PERCENTILE)), 0.5 * float(ink.max())), 0, 1)
+        np.testing.assert_allclose(ink_of(grey), want, atol=1e-6)
+        checked += 1
+    assert checked > 60
+
+
 def test_a_box_is_cut_out_as_a_strip_at_reading_height():
     canvas = torch.zeros(1, 1, CANVAS_H, CANVAS_W)
     canvas[0, 0, 60:80, 100:140] = 1.0  # a 20 x 40 block of "ink"

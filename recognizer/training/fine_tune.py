@@ -178,10 +178,12 @@ def check_resume(folder: str, record: dict) -> None:
 def write_epoch(folder: str, cfg: TrainConfig, end: EpochEnd, record: dict) -> None:
     """An epoch's checkpoint; the run's best one is also kept apart (by validation exact
     rate, the first of equals)."""
-    write_reader_checkpoint(folder, cfg, end, {"fine_tune": record})
+    # The architecture is the starting reader's, whatever --reader says.
+    name = record["start_reader"]["name"]
+    write_reader_checkpoint(folder, cfg, name, end, {"fine_tune": record})
     scores = [h["val_accuracy"] for h in end.history]
     if scores[-1] > max(scores[:-1], default=-1.0):
-        write_reader_checkpoint(best_uri(cfg), cfg, end, {"fine_tune": record})
+        write_reader_checkpoint(best_uri(cfg), cfg, name, end, {"fine_tune": record})
 
 
 def finish(cfg: TrainConfig, start: str, last: str, val: ReaderFields, record: dict) -> str:

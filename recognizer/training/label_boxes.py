@@ -35,12 +35,16 @@ BATCH = 128
 
 
 def _candidates(own: torch.Tensor) -> list[torch.Tensor]:
+    """The boxes tried round each of ``own``'s, less the own box itself (read already)."""
     h = (own[:, 3] - own[:, 1]).clamp(min=4.0)
     centre = (own[:, 1] + own[:, 3]) / 2
     centres = [centre + m * h for m in MOVES] + [torch.full_like(centre, r * CANVAS_H) for r in ROWS]
+    itself = (0.0, 0.0, MOVES.index(0.0), 1.0)  # no edge added, not moved, same height
     out = []
-    for left, right, cy, scale in itertools.product(EDGES, EDGES, centres, HEIGHTS):
-        half = h * scale / 2
+    for left, right, at, scale in itertools.product(EDGES, EDGES, range(len(centres)), HEIGHTS):
+        if (left, right, at, scale) == itself:
+            continue
+        cy, half = centres[at], h * scale / 2
         out.append(torch.stack([own[:, 0] - left * h, cy - half, own[:, 2] + right * h, cy + half], 1))
     return out
 

@@ -80,7 +80,7 @@ def _train_reader(cfg: TrainConfig, world: World):
     def on_epoch(end: EpochEnd) -> None:
         nonlocal newest
         newest = storage.join(cfg.reader_uri, checkpoint_name(end.epoch))
-        write_reader_checkpoint(newest, cfg, end)
+        write_reader_checkpoint(newest, cfg, cfg.reader, end)
         _prune(cfg, cfg.reader_uri)
 
     fit(cfg, None, world, on_epoch, resume, reader_task(cfg.reader, cfg.reader_hyper, train, val, world))

@@ -78,7 +78,8 @@ def train_loop_per_worker(loop: dict) -> None:
                             read_reader_resume)
             return
         task = reader_task(cfg.reader, cfg.reader_hyper, train, val, world)
-        _fit_and_report(cfg, world, None, task, lambda tmp, end: write_reader_checkpoint(tmp, cfg, end),
+        _fit_and_report(cfg, world, None, task,
+                        lambda tmp, end: write_reader_checkpoint(tmp, cfg, cfg.reader, end),
                         read_reader_resume)
         return
     splitter = ray.get(loop["splitter_ref"]) if world.rank == 0 and loop["splitter_ref"] else None

@@ -78,14 +78,15 @@ def reader_data(cfg: TrainConfig, mapper: Mapper | None = None,
     return train, val
 
 
-def write_reader_checkpoint(folder: str, cfg: TrainConfig, end: EpochEnd, extra: dict | None = None) -> None:
-    """An epoch of the reader: its averaged weights, the state to resume, a small meta
-    (with ``extra``'s entries)."""
+def write_reader_checkpoint(folder: str, cfg: TrainConfig, name: str, end: EpochEnd,
+                            extra: dict | None = None) -> None:
+    """An epoch of the reader of architecture ``name``: its averaged weights, the state to
+    resume, a small meta (with ``extra``'s entries)."""
     weights = {k: v.detach().cpu() for k, v in end.served.state_dict().items()}
     storage.write_bytes(storage.join(folder, checkpoint.READER_FILE), checkpoint.tensor_bytes(weights))
     storage.write_bytes(storage.join(folder, checkpoint.STATE_FILE),
                         checkpoint.tensor_bytes(end.train_state()))
-    meta = {"format": READER_FORMAT, "name": cfg.reader, "epochs": end.epoch, "history": end.history,
+    meta = {"format": READER_FORMAT, "name": name, "epochs": end.epoch, "history": end.history,
             "exact": end.metrics["val_accuracy"], "recipe": cfg.recipe(),
             "code_version": checkpoint.code_version(), **(extra or {})}
     storage.write_bytes(storage.join(folder, checkpoint.META_FILE), json.dumps(meta, indent=2).encode())
