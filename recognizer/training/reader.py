@@ -38,7 +38,8 @@ EVAL_BATCH = 256
 
 
 def _canvas(fields: ReaderFields, idx: torch.Tensor | slice) -> torch.Tensor:
-    x = torch.from_numpy(fields.canvas[idx]).unsqueeze(1).float().div_(255.0)
+    # A copy: a slice of an array from the Ray object store is read-only.
+    x = torch.from_numpy(np.array(fields.canvas[idx])).unsqueeze(1).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last)
 
 
