@@ -120,13 +120,27 @@ def _for_inference(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _reader_for_inference(reader: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """A folded, eval-mode copy of the reader on ``device`` (the loaded one stays as saved)."""
+    """A folded, eval-mode copy of the reader on ``device``, its convolutions in bfloat16
+    where that is native (the loaded one stays as saved)."""
     import copy
 
     from recognizer.reader.model import fold_batch_norms
 
-    net = copy.deepcopy(reader).eval()
-    return fold_batch_norms(net).to(device).to(memory_format=torch.channels_last)
+    net = fold_batch_norms(copy.deepcopy(reader).eval()).to(device).to(memory_format=torch.channels_last)
+    net.reader.features_dtype = reader_features_dtype(device)
+    return net
+
+
+def reader_features_dtype(device: torch.device) -> torch.dtype | None:
+    """bfloat16 where ``device`` runs it natively and ``$DIGITS_READER_PRECISION`` is
+    "auto" (:func:`recognizer.settings.reader_precision`), else None (float32)."""
+    if settings.reader_precision() == "float32":
+        return None
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return torch.bfloat16 if native else None
 
 
 def load(uri: str | None = None, device: torch.device | str | None = None,

@@ -42,6 +42,24 @@ DEFAULT_FIELD_READER = "segmenting"
 #: Default model of the registry.
 DEFAULT_MODEL = "wide"
 
+#: Environment variable choosing the precision of the field reader's convolutions at
+#: inference: "auto" (bfloat16 where the hardware runs it natively: CPUs with AVX-512
+#: BF16 or AMX, CUDA GPUs with bf16; float32 elsewhere) or "float32". Dev-set readings
+#: agree within their noise either way (docs/reader.md), and bfloat16 reads faster.
+READER_PRECISION_ENV = "DIGITS_READER_PRECISION"
+READER_PRECISIONS = ("auto", "float32")
+
+
+def reader_precision() -> str:
+    """``$DIGITS_READER_PRECISION``, default "auto"; anything else is refused."""
+    from recognizer.errors import ConfigError
+
+    value = os.environ.get(READER_PRECISION_ENV) or "auto"
+    if value not in READER_PRECISIONS:
+        raise ConfigError(f"{READER_PRECISION_ENV}={value!r}: choose one of {', '.join(READER_PRECISIONS)}")
+    return value
+
+
 #: Images per inference batch: predict()'s default, and a batch job's (JobConfig.batch_size).
 PREDICT_BATCH_SIZE = 512
 

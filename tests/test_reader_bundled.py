@@ -100,6 +100,33 @@ def test_a_one_percent_threshold_holds_on_the_other_half(model, mnist_test_raw):
     assert 1 - right[half:][kept].mean() <= 0.025
 
 
+def test_bfloat16_convolutions_read_as_float32_does_and_the_setting_is_checked(model, mnist_test_raw,
+                                                                              monkeypatch):
+    import torch
+
+    from recognizer.errors import ConfigError
+    from recognizer.predict import reader_features_dtype
+    from recognizer.settings import READER_PRECISION_ENV
+
+    images, labels = mnist_test_raw
+    forms = [f.image for f in make_form_fields(images, labels, 300, np.random.default_rng(21))]
+    strip_reader = model.reader.reader
+    was = strip_reader.features_dtype
+    try:
+        strip_reader.features_dtype = None
+        exact = read_fields(model, forms, reader=LEARNED)
+        strip_reader.features_dtype = torch.bfloat16
+        fast = read_fields(model, forms, reader=LEARNED)
+    finally:
+        strip_reader.features_dtype = was
+    assert np.mean([a == b for a, b in zip(_texts(exact), _texts(fast), strict=True)]) >= 0.95
+    monkeypatch.setenv(READER_PRECISION_ENV, "float32")
+    assert reader_features_dtype(torch.device("cpu")) is None
+    monkeypatch.setenv(READER_PRECISION_ENV, "half")
+    with pytest.raises(ConfigError, match="DIGITS_READER_PRECISION='half'.*auto, float32"):
+        reader_features_dtype(torch.device("cpu"))
+
+
 def test_a_field_job_over_cheques_reads_as_the_library_does(ray_cluster, bucket, model):
     folder = os.environ.get(CHEQUE_ENV)
     shards = sorted(glob.glob(os.path.join(folder or "", "*.parquet")))

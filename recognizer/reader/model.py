@@ -122,9 +122,19 @@ class StripReader(nn.Module):
             nn.Dropout(dropout),
         )
         self.head = nn.Conv1d(context, CLASSES, 1)
+        #: The dtype the convolutions run in (None: float32): bfloat16 at inference where
+        #: the hardware runs it natively (recognizer.predict). The localizer, the context
+        #: and the head stay float32: in bfloat16 they cost readings, the convolutions
+        #: do not (docs/reader.md).
+        self.features_dtype: torch.dtype | None = None
 
     def forward(self, strip: torch.Tensor) -> torch.Tensor:
-        return self.head(self.context(self.pool(self.features(strip)))).transpose(1, 2)
+        if self.features_dtype is None:
+            x = self.features(strip)
+        else:
+            with torch.autocast(strip.device.type, dtype=self.features_dtype):
+                x = self.features(strip).float()
+        return self.head(self.context(self.pool(x))).transpose(1, 2)
 
 
 def strip_scale(boxes: torch.Tensor) -> torch.Tensor:
