@@ -86,6 +86,8 @@ def make_form_field(digits_u8: Sequence[np.ndarray], labels: Sequence[int], rng:
         mark_spans = [(max(0, a - left), b - left) for a, b in mark_spans]
     base = ink.shape[0]
     rows, cols = np.flatnonzero(ink.max(1) > 0.3), np.flatnonzero(ink.max(0) > 0.3)
+    if not rows.size or not cols.size:  # a pen so faint and thin that no stroke passes 0.3
+        rows, cols = np.arange(ink.shape[0]), np.arange(ink.shape[1])
     if rng.random() < cfg.p_underline:
         ink = underline(ink, height, pen, rng)
     m = _margins(height, cfg, rng)
