@@ -71,6 +71,22 @@ def test_a_tight_crop_leaves_the_first_and_last_strokes_at_the_image_edges(mnist
     assert loose.box[0] >= 5 and loose.box[2] <= loose.image.shape[1] - 5
 
 
+def test_a_field_whose_strokes_are_all_faint_still_has_a_box(mnist_dir):
+    from recognizer import data
+    from recognizer.data.reader_fields import READER_FORMS
+    from recognizer.data.synth_fields import as_digits_u8
+
+    digits = data.load(mnist_dir, "test")
+    # Found by search: a "1" drawn small with a thin, pale pen, no stroke above 0.3. It
+    # crashed the synthesis (an epoch's draw of 100,000 fields met one).
+    one = int(np.flatnonzero(digits.labels == 1)[31])
+    field = make_form_field([as_digits_u8(digits.images[one:one + 1])[0]], [1], np.random.default_rng(17631),
+                            READER_FORMS)
+    left, top, right, bottom = field.box
+    assert 0 <= left < right <= field.image.shape[1] and 0 <= top < bottom <= field.image.shape[0]
+    assert field.text == "1"
+
+
 def _widest_run(row: np.ndarray) -> int:
     """The longest run of stroke pixels (>= 128) in a row of a light-on-dark digit."""
     edges = np.flatnonzero(np.diff(np.r_[0, (row >= 128).astype(int), 0]))
