@@ -87,8 +87,10 @@ def normalize(grey: np.ndarray) -> np.ndarray:
     return out[0]
 
 
-def normalize_stack(greys: np.ndarray) -> tuple[np.ndarray, list[ImageError | None]]:
+def normalize_stack(greys: np.ndarray, upright: bool = True) -> tuple[np.ndarray, list[ImageError | None]]:
     """:func:`normalize` for an (N, H, W) uint8 stack of same-sized images at once.
+    ``upright=False`` keeps each digit's slant: digits as written, for synthesizing
+    fields (the model's input is always deslanted).
 
     Returns (N, 28, 28) float32 (zeros where an image is blank) and per image None or
     its :class:`BlankImage`. The per-image work left is the crop's resize; finding paper,
@@ -121,7 +123,7 @@ def normalize_stack(greys: np.ndarray) -> tuple[np.ndarray, list[ImageError | No
             errors[i] = BlankImage(blank_message(peak[i]))
             continue
         crop = tables[i].take(ink[i, top[i]:bottom[i], left[i]:right[i]])
-        fitted = _fit(deslant(crop), box)
+        fitted = _fit(deslant(crop) if upright else crop, box)
         shapes[i] = fitted.shape
         small[i, :fitted.shape[0], :fitted.shape[1]] = fitted
     _centre(small, shapes, out, errors)

@@ -11,11 +11,12 @@ from recognizer.data.digits import (
     Digits,
     download_mnist,
     load,
+    load_as_written,
     load_idx_raw,
     load_parquet_raw,
     parse_idx,
     prepare,
 )
 
-__all__ = ["Digits", "download_mnist", "load", "load_idx_raw", "load_parquet_raw", "parse_idx",
-           "prepare"]
+__all__ = ["Digits", "download_mnist", "load", "load_as_written", "load_idx_raw", "load_parquet_raw",
+           "parse_idx", "prepare"]

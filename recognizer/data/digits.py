@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.parquet as pq
 
+from recognizer import settings
 from recognizer.errors import DataError, StorageError
 from recognizer.preprocess import preprocess_many
 from recognizer.runtime import storage
@@ -34,7 +35,9 @@ IDX_NAMES = {
 
 @dataclass
 class Digits:
-    """Preprocessed digits: float32 (N, 28, 28) in [0, 1] and int64 labels."""
+    """Labelled digits, (N, 28, 28) light ink on dark, and int64 labels: float32 in
+    [0, 1] as the model reads them (:func:`load`), or uint8 as written
+    (:func:`load_as_written`)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -129,16 +132,21 @@ def prepare(images: list | np.ndarray, labels: np.ndarray, source: str,
     return Digits(x[keep], labels[keep], source)
 
 
+def _resolve(source: str | None, split: str, cache_dir: str) -> str:
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}")
+    if not source or source == "download":
+        return download_mnist(os.path.expanduser(cache_dir))
+    return source
+
+
 def load(source: str | None, split: str, cache_dir: str = "~/.cache/formdigits",
          val_fraction: float = 0.1) -> Digits:
     """Load and preprocess one split ('train' or 'test') of a data source.
 
     For Parquet sources the last val_fraction of rows is the 'test' split.
     """
-    if split not in ("train", "test"):
-        raise DataError(f"unknown split {split!r}")
-    if not source or source == "download":
-        source = download_mnist(os.path.expanduser(cache_dir))
+    source = _resolve(source, split, cache_dir)
     if _has_parquet(source):
         raw, labels = load_parquet_raw(source)
         cut = int(len(labels) * (1 - val_fraction))
@@ -150,3 +158,51 @@ def load(source: str | None, split: str, cache_dir: str = "~/.cache/formdigits",
         raise DataError(str(exc)) from exc
     return prepare(list(raw_images), labels, uri)
 
+
+
+def load_as_written(source: str | None, split: str, cache_dir: str = "~/.cache/formdigits",
+                    val_fraction: float = 0.1) -> Digits:
+    """One split of a data source as the writers wrote it, for synthesizing fields: uint8
+    (N, 28, 28), light ink on dark, not deslanted. IDX digits are taken as stored; Parquet
+    scans are decoded and fitted into 28x28 as :func:`load` does, less the deslanting.
+    Fields written with deslanted digits lack the slants of real handwriting, and a reader
+    trained on them reads real fields worse (docs/field-reader.md)."""
+    source = _resolve(source, split, cache_dir)
+    if not _has_parquet(source):
+        try:
+            images, labels, uri = load_idx_raw(source, split)
+        except StorageError as exc:
+            raise DataError(str(exc)) from exc
+        return Digits(images, labels, uri)
+    raw, labels = load_parquet_raw(source)
+    cut = int(len(labels) * (1 - val_fraction))
+    part = slice(0, cut) if split == "train" else slice(cut, None)
+    images, keep = _as_written(raw[part])
+    return Digits(images, labels[part][keep], source)
+
+
+def _as_written(items: list) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded scans -> uint8 (N, 28, 28) digits keeping their slant, and which rows were
+    usable (the others do not decode or hold no ink)."""
+    from recognizer.decode import decode
+    from recognizer.errors import ImageError
+    from recognizer.normalize import normalize_stack
+
+    groups: dict[tuple[int, ...], list[int]] = {}
+    greys: dict[int, np.ndarray] = {}
+    for i, item in enumerate(items):
+        try:
+            greys[i] = decode(item)
+        except ImageError:
+            continue
+        groups.setdefault(greys[i].shape, []).append(i)
+    size = settings.IMAGE_SIZE
+    out = np.zeros((len(items), size, size), dtype=np.uint8)
+    keep = np.zeros(len(items), dtype=bool)
+    for indices in groups.values():
+        x, errors = normalize_stack(np.stack([greys[i] for i in indices]), upright=False)
+        for j, i in enumerate(indices):
+            if errors[j] is None:
+                out[i] = np.rint(x[j] * 255.0).astype(np.uint8)
+                keep[i] = True
+    return out[keep], keep

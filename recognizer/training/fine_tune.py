@@ -27,7 +27,6 @@ import numpy as np
 from recognizer import checkpoint, data, settings
 from recognizer.data.labelled_fields import read_labelled, split
 from recognizer.data.reader_fields import Mapper, ReaderFields, synthesize
-from recognizer.data.synth_fields import as_digits_u8
 from recognizer.errors import CheckpointError, ConfigError
 from recognizer.runtime import storage
 from recognizer.training.config import TrainConfig
@@ -82,8 +81,8 @@ def _concat(parts: list[ReaderFields]) -> ReaderFields:
 def _synthesized(cfg: TrainConfig, count: int, mapper: Mapper | None) -> ReaderFields | None:
     if count < 1:
         return None
-    digits = data.load(settings.data_dir(cfg.data), "train")
-    images = as_digits_u8(digits.images)[:-READER_HOLDOUT]
+    digits = data.load_as_written(settings.data_dir(cfg.data), "train")
+    images = digits.images[:-READER_HOLDOUT]
     return synthesize(images, digits.labels[:-READER_HOLDOUT], count, cfg.seed + 7, mapper=mapper,
                       progress=True)
 

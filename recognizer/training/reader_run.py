@@ -5,7 +5,8 @@ sequence probability, fitted after the last epoch.
 
 The reader trains on fields of the training digits less the last ``READER_HOLDOUT``;
 its validation and calibration fields are written with those held-out digits, so that
-neither touches the test digits the benchmarks read.
+neither touches the test digits the benchmarks read. Both are written with the digits as
+their writers wrote them (:func:`recognizer.data.load_as_written`), slant and all.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 from recognizer import checkpoint, data, settings
 from recognizer.data.reader_fields import FieldDraw, Mapper, ReaderFields, cache_key, synthesize
 from recognizer.data.styles import restyled_set
-from recognizer.data.synth_fields import as_digits_u8
 from recognizer.errors import CheckpointError
 from recognizer.runtime import storage
 from recognizer.training.config import TrainConfig
@@ -59,9 +59,8 @@ def reader_data(cfg: TrainConfig, mapper: Mapper | None = None,
     ``processes`` processes (default one per CPU), and its validation fields, synthesized
     on first use (by ``mapper``: Ray tasks on the Ray path, else a process per CPU) and
     cached beside the run."""
-    digits = data.load(settings.data_dir(cfg.data), "train")
-    images = as_digits_u8(digits.images)
-    labels = digits.labels
+    digits = data.load_as_written(settings.data_dir(cfg.data), "train")
+    images, labels = digits.images, digits.labels
     if len(labels) <= 2 * READER_HOLDOUT:
         raise CheckpointError(f"the reader needs more than {2 * READER_HOLDOUT} training digits "
                               f"({len(labels)} in {digits.source}); --reader-epochs 0 trains none")
@@ -72,7 +71,7 @@ def reader_data(cfg: TrainConfig, mapper: Mapper | None = None,
     folder = _cache_folder(cfg)
     progress(f"reader fields: {cfg.reader_fields:,} new ones every epoch for training, "
              f"{cfg.reader_val_fields:,} for validation (cached in {folder})")
-    val_key = cache_key(digits.source + "#holdout", cfg.reader_val_fields, cfg.seed + 1)
+    val_key = cache_key(digits.source + "#holdout-as-written", cfg.reader_val_fields, cfg.seed + 1)
     val = _cached(folder, val_key, lambda: synthesize(images[-READER_HOLDOUT:], labels[-READER_HOLDOUT:],
                                                       cfg.reader_val_fields, cfg.seed + 1, mapper=mapper))
     return train, val
