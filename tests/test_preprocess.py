@@ -239,3 +239,32 @@ def test_ink_is_measured_from_the_paper_in_each_images_own_direction():
         expected = np.where(paper > 127, paper - np.minimum(greys, paper),
                             np.maximum(greys, paper) - paper)
         assert np.array_equal(_ink(greys, paper), expected)
+
+
+def test_digits_as_written_keep_their_slant_and_drop_unusable_rows(tmp_path, mnist_dir, mnist_test_raw):
+    # Reader fields are written with these digits: IDX digits come as stored, scans are
+    # fitted into 28x28 but not deslanted as the model's input is.
+    import cv2
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recognizer import data
+
+    idx = data.load_as_written(mnist_dir, "test")
+    assert np.array_equal(idx.images, mnist_test_raw[0]) and np.array_equal(idx.labels, mnist_test_raw[1])
+    page = np.full((60, 60), 255, np.uint8)
+    cv2.line(page, (38, 10), (22, 49), 0, 6)
+    rows = [_png(page)] * 9 + [b"not an image", _png(np.full((60, 60), 255, np.uint8))] + [_png(page)]
+    pq.write_table(pa.table({"image": rows, "label": [1] * len(rows)}), tmp_path / "a.parquet")
+    written = data.load_as_written(str(tmp_path), "train", val_fraction=0.5)
+    model_input = data.load(str(tmp_path), "train", val_fraction=0.5)
+    assert written.images.dtype == np.uint8 and written.images.shape == (6, 28, 28)
+    assert len(model_input) == 6
+
+    def ink_columns(x: np.ndarray) -> int:
+        cols = np.flatnonzero(x.max(0) > 0.15 * x.max())
+        return cols[-1] - cols[0] + 1
+
+    assert ink_columns(written.images[0]) >= 10 > 7 > ink_columns(model_input.images[0])
+    held_out = data.load_as_written(str(tmp_path), "test", val_fraction=0.5)
+    assert len(held_out) == 4  # of the last six rows, the undecodable and the blank are dropped

@@ -166,7 +166,7 @@ def load_as_written(source: str | None, split: str, cache_dir: str = "~/.cache/f
     (N, 28, 28), light ink on dark, not deslanted. IDX digits are taken as stored; Parquet
     scans are decoded and fitted into 28x28 as :func:`load` does, less the deslanting.
     Fields written with deslanted digits lack the slants of real handwriting, and a reader
-    trained on them reads real fields worse (docs/field-reader.md)."""
+    trained on them reads real fields worse (docs/reader.md)."""
     source = _resolve(source, split, cache_dir)
     if not _has_parquet(source):
         try:
