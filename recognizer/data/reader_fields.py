@@ -19,6 +19,7 @@ import io
 import json
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
@@ -109,11 +110,35 @@ def synthesize(digits: np.ndarray, labels: np.ndarray, count: int, seed: int,
     elif (processes := processes or os.cpu_count() or 1) == 1 or len(jobs) == 1:
         parts = [_chunk(j) for j in _bar(jobs, progress)]
     else:
-        # fork: the children need no import of the caller's script (no __main__ guard).
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            parts = list(_bar(pool.imap(_chunk, jobs), progress, len(jobs)))
+        parts = _in_processes(jobs, processes, progress)
     return ReaderFields(np.concatenate([p.canvas for p in parts]), np.concatenate([p.boxes for p in parts]),
                         [r for p in parts for r in p.raws])
+
+
+def _in_processes(jobs: list, processes: int, progress: bool) -> list[ReaderFields]:
+    """:func:`_chunk` of each job in a pool of forked processes (fork: the children need
+    no import of the caller's script, no ``__main__`` guard).
+
+    The workers are let finish (close, join) rather than terminated, as the pool's
+    context manager would: inside a Ray worker they inherit its SIGTERM handler, and a
+    worker terminated while it waits for the next job can outlive the signal, leaving
+    the join to wait for ever. Each worker also gets the default SIGTERM back, so that
+    terminating the pool on an error works."""
+    pool = multiprocessing.get_context("fork").Pool(processes, initializer=_default_sigterm)
+    try:
+        parts = list(_bar(pool.imap(_chunk, jobs), progress, len(jobs)))
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+    return parts
+
+
+def _default_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass
