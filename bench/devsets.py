@@ -69,6 +69,17 @@ def _surer(a: list, b: list) -> list:
     return [x if conf(x) >= conf(y) else y for x, y in zip(a, b, strict=True)]
 
 
+def _agreement(a: list, b: list, texts: list[str]) -> dict:
+    """Accepting only the fields that both readers read alike: the share accepted, and
+    the share of those that are wrong (the readers fail in different ways, so that
+    agreeing on a wrong string is rarer than either's error)."""
+    agree = np.array([isinstance(x, FieldResult) and isinstance(y, FieldResult) and x.text == y.text
+                      for x, y in zip(a, b, strict=True)])
+    right = np.array([isinstance(x, FieldResult) and x.text == t for x, t in zip(a, texts, strict=True)])
+    return {"accepted": float(agree.mean()),
+            "error": float(1 - right[agree].mean()) if agree.any() else None}
+
+
 def dev_sets(data_dir: str) -> dict[str, tuple[list, list[str], list[str] | None]]:
     """Each dev set that is present: (images, texts, raws or None)."""
     sets = {}
@@ -106,6 +117,8 @@ def run(checkpoint: str, data_dir: str) -> dict:
         out["readers"]["surer of both (offline)"] = {
             name: _score(_surer(read["learned"][name], read["segmenting"][name]), texts, raws, None)
             for name, (_, texts, raws) in sets.items()}
+        out["both_agree"] = {name: _agreement(read["learned"][name], read["segmenting"][name], texts)
+                             for name, (_, texts, _) in sets.items()}
     return out
 
 
@@ -124,5 +137,11 @@ def to_markdown(results: dict) -> str:
             lines.append(f"| {reader} | {name} | {s['fields']:,} | **{s['exact']:.1%}** | "
                          f"{s['plus_minus']:.1%} | {s['digit_accuracy']:.1%} | {s['wrong_length']:.1%} | "
                          f"{s['accepted_at_1']:.1%} | {s['accepted_at_0.5']:.1%} | {raw} | {speed} |")
+    if results.get("both_agree"):
+        lines += ["", "Accepting only the fields that both readers read alike (offline):", "",
+                  "| set | accepted | errors among them |", "| --- | ---: | ---: |"]
+        for name, a in results["both_agree"].items():
+            err = f"{a['error']:.1%}" if a["error"] is not None else "—"
+            lines.append(f"| {name} | {a['accepted']:.1%} | {err} |")
     lines.append("")
     return "\n".join(lines)
