@@ -27,7 +27,7 @@ from recognizer.training.config import TrainConfig
 
 RUN_NAME = "bundled"
 #: The bundled recipe: ``digits train``'s defaults, with the learned field reader trained
-#: on more fields for more epochs than a default run's ten minutes allow (about 45 more
+#: on more fields for more epochs than a default run's ten minutes allow (about 70 more
 #: minutes on a 2-core machine; docs/reader.md).
 BUNDLE_OVERRIDES = {"reader_fields": 100_000, "reader_epochs": 7}
 
