@@ -71,8 +71,8 @@ def _surer(a: list, b: list) -> list:
 
 def _agreement(a: list, b: list, texts: list[str]) -> dict:
     """Accepting only the fields that both readers read alike: the share accepted, and
-    the share of those that are wrong (the readers fail in different ways, so that
-    agreeing on a wrong string is rarer than either's error)."""
+    the share of those that are wrong (low only where the two readers fail in different
+    ways)."""
     agree = np.array([isinstance(x, FieldResult) and isinstance(y, FieldResult) and x.text == y.text
                       for x, y in zip(a, b, strict=True)])
     right = np.array([isinstance(x, FieldResult) and x.text == t for x, t in zip(a, texts, strict=True)])

@@ -23,7 +23,7 @@ from recognizer.normalize import normalize, normalize_stack
 #: (bounded so that a batch of whole pages does not hold gigabytes at once).
 STACK_PIXELS = 4_000_000
 
-__all__ = ["as_image_list", "decode", "normalize", "preprocess", "preprocess_many"]
+__all__ = ["as_image_list", "decode", "decoded_stacks", "normalize", "preprocess", "preprocess_many"]
 
 
 def preprocess(image: bytes | np.ndarray, max_pixels: int = settings.MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -69,7 +69,7 @@ def preprocess_many(
     size = settings.IMAGE_SIZE
     out = np.zeros((len(items), size, size), dtype=np.float32)
     errors: list[ImageError | None] = [None] * len(items)
-    for indices, greys in _decoded_stacks(items, max_pixels, errors):
+    for indices, greys in decoded_stacks(items, max_pixels, errors):
         x, errs = _normalize_cleaned(greys, None)
         out[indices] = x
         for i, err in zip(indices, errs, strict=True):
@@ -77,7 +77,7 @@ def preprocess_many(
     return out, errors
 
 
-def _decoded_stacks(items: list, max_pixels: int, errors: list[ImageError | None]
+def decoded_stacks(items: list, max_pixels: int, errors: list[ImageError | None]
                     ) -> Iterator[tuple[list[int], np.ndarray]]:
     """Decode items (recording failures in errors) and yield (indices, (N, H, W) stack)
     per image size, at most about STACK_PIXELS decoded pixels held at a time."""

@@ -140,6 +140,12 @@ def _resolve(source: str | None, split: str, cache_dir: str) -> str:
     return source
 
 
+def _rows(n: int, split: str, val_fraction: float) -> slice:
+    """A Parquet source's rows of ``split``: the last ``val_fraction`` is 'test'."""
+    cut = int(n * (1 - val_fraction))
+    return slice(0, cut) if split == "train" else slice(cut, None)
+
+
 def load(source: str | None, split: str, cache_dir: str = "~/.cache/formdigits",
          val_fraction: float = 0.1) -> Digits:
     """Load and preprocess one split ('train' or 'test') of a data source.
@@ -149,15 +155,13 @@ def load(source: str | None, split: str, cache_dir: str = "~/.cache/formdigits",
     source = _resolve(source, split, cache_dir)
     if _has_parquet(source):
         raw, labels = load_parquet_raw(source)
-        cut = int(len(labels) * (1 - val_fraction))
-        part = slice(0, cut) if split == "train" else slice(cut, None)
+        part = _rows(len(labels), split, val_fraction)
         return prepare(raw[part], labels[part], source)
     try:
         raw_images, labels, uri = load_idx_raw(source, split)
     except StorageError as exc:
         raise DataError(str(exc)) from exc
     return prepare(list(raw_images), labels, uri)
-
 
 
 def load_as_written(source: str | None, split: str, cache_dir: str = "~/.cache/formdigits",
@@ -175,8 +179,7 @@ def load_as_written(source: str | None, split: str, cache_dir: str = "~/.cache/f
             raise DataError(str(exc)) from exc
         return Digits(images, labels, uri)
     raw, labels = load_parquet_raw(source)
-    cut = int(len(labels) * (1 - val_fraction))
-    part = slice(0, cut) if split == "train" else slice(cut, None)
+    part = _rows(len(labels), split, val_fraction)
     images, keep = _as_written(raw[part])
     return Digits(images, labels[part][keep], source)
 
@@ -184,25 +187,17 @@ def load_as_written(source: str | None, split: str, cache_dir: str = "~/.cache/f
 def _as_written(items: list) -> tuple[np.ndarray, np.ndarray]:
     """Encoded scans -> uint8 (N, 28, 28) digits keeping their slant, and which rows were
     usable (the others do not decode or hold no ink)."""
-    from recognizer.decode import decode
-    from recognizer.errors import ImageError
     from recognizer.normalize import normalize_stack
+    from recognizer.preprocess import decoded_stacks
 
-    groups: dict[tuple[int, ...], list[int]] = {}
-    greys: dict[int, np.ndarray] = {}
-    for i, item in enumerate(items):
-        try:
-            greys[i] = decode(item)
-        except ImageError:
-            continue
-        groups.setdefault(greys[i].shape, []).append(i)
+    errors: list = [None] * len(items)
     size = settings.IMAGE_SIZE
     out = np.zeros((len(items), size, size), dtype=np.uint8)
     keep = np.zeros(len(items), dtype=bool)
-    for indices in groups.values():
-        x, errors = normalize_stack(np.stack([greys[i] for i in indices]), upright=False)
+    for indices, greys in decoded_stacks(items, settings.MAX_IMAGE_PIXELS, errors):
+        x, blank = normalize_stack(greys, upright=False)
         for j, i in enumerate(indices):
-            if errors[j] is None:
+            if blank[j] is None:
                 out[i] = np.rint(x[j] * 255.0).astype(np.uint8)
                 keep[i] = True
     return out[keep], keep
