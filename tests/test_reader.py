@@ -22,12 +22,14 @@ from recognizer.reader.model import (
     CROP_H,
     CROP_W,
     DEFAULT_READER,
+    LOCATE_POOL,
     READERS,
     STRIP_FLOOR,
     build_reader,
     cut_strips,
     fold_batch_norms,
     stretch,
+    windows,
 )
 from recognizer.training.config import TrainConfig
 
@@ -121,6 +123,35 @@ class _InkReader(torch.nn.Module):
         out[:, :, BLANK] = 1 - certain.view(-1, 1)
         out[:, COLUMNS // 2, encode("7")[0]] = 2 * certain  # one column says 7 when there is ink
         return out.log().nan_to_num(neginf=-30.0)
+
+
+class _InkLocalizer(torch.nn.Module):
+    """A localizer that boxes exactly the ink it sees (as shares of what it sees)."""
+
+    def coarse(self, small: torch.Tensor) -> torch.Tensor:
+        out = []
+        for img in small[:, 0]:
+            ys, xs = torch.nonzero(img > 0.5, as_tuple=True)
+            h, w = img.shape
+            out.append(torch.stack([xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h]))
+        return torch.stack(out).float()
+
+
+def test_looking_again_finds_a_small_number_where_it_is_and_leaves_large_fields_alone():
+    net = build_reader(DEFAULT_READER)
+    net.localizer = _InkLocalizer()
+    canvas = torch.zeros(2, 1, CANVAS_H, CANVAS_W)
+    canvas[0, 0, 60:72, 100:130] = 1.0  # a small number in a large cell
+    canvas[1, 0, 20:108, 0:250] = 1.0  # a field that fills its canvas
+    # Loose boxes: the first starts inside the ink and ends well after it.
+    first = torch.tensor([[105.0, 52.0, 140.0, 78.0], [0.0, 16.0, 250.0, 112.0]])
+    zoomed, where = windows(canvas, first)
+    assert zoomed.shape[-2:] == (CANVAS_H // LOCATE_POOL, CANVAS_W // LOCATE_POOL)
+    assert where[0, 0] > 1 > where[1, 0]  # the first window magnifies, the second does not
+    again = net.look_again(canvas, first)
+    # The rows where the ink is; the columns cover the ink and the first box.
+    assert torch.allclose(again[0], torch.tensor([100.0, 60.0, 140.0, 72.0]), atol=1.5), again[0]
+    assert torch.equal(again[1], first[1])  # nothing to gain: the first box stays
 
 
 def test_a_number_the_localizer_missed_is_found_on_the_canvas_rows():

@@ -62,6 +62,36 @@ def test_a_small_number_in_a_tall_ruled_cell_is_read(model, mnist_test_raw):
     assert right >= 0.7, right  # 80-85% measured (the segmenting reader: 53-65%)
 
 
+def _row_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How much the rows of boxes ``a`` and ``b`` (N, 4) overlap: intersection over union."""
+    inter = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    return inter / ((a[:, 3] - a[:, 1]) + (b[:, 3] - b[:, 1]) - inter)
+
+
+def test_looking_again_finds_the_rows_of_a_small_number_in_a_tall_cell_more_closely(model, mnist_test_raw):
+    import torch
+
+    from recognizer.reader.model import to_pixels
+    from recognizer.reader.read import prepare
+
+    images, labels = mnist_test_raw
+    cfg = FormConfig(lengths=(1, 3), p_large_cell=1.0, margin=(1.0, 2.5), p_hlines=1.0, p_vlines=1.0,
+                     p_boxes=0.0)
+    forms = make_form_fields(images[5000:], labels[5000:], 200, np.random.default_rng(15), cfg)
+    plan = prepare([f.image for f in forms])
+    placed = [(f, e[0]) for f, e in zip(forms, plan.entries, strict=True) if not isinstance(e, Exception)]
+    truth = np.array([[f.box[0] * w.scale, f.box[1] * w.scale + w.top, f.box[2] * w.scale,
+                       f.box[3] * w.scale + w.top] for f, w in placed])
+    canvas = torch.from_numpy(plan.inputs).unsqueeze(1).float().div(255.0)
+    with torch.inference_mode():
+        first = to_pixels(model.reader.localizer(canvas))
+        again = model.reader.look_again(canvas, first)
+    before, after = _row_overlap(first.numpy(), truth), _row_overlap(again.numpy(), truth)
+    # Measured: mean overlap of the rows 0.890 -> 0.916, closer in 64% of the fields.
+    assert after.mean() >= before.mean() + 0.013, (before.mean(), after.mean())
+    assert np.mean(after > before) >= 0.55
+
+
 def test_cells_of_lines_and_background_alone_are_rarely_read_as_digits(model, mnist_test_raw):
     images, labels = mnist_test_raw
     cfg = FormConfig(p_hlines=1.0, p_vlines=1.0, p_background=0.5, p_printed_text=0.5)

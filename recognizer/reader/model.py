@@ -14,8 +14,10 @@ older ``crnn``), and per column the outputs over blank and the alphabet
 (:mod:`recognizer.reader.codec`).
 
 Training teaches the localizer the synthesized box and feeds the reader strips cut at
-jittered true boxes and at the localizer's own (:func:`crop_theta`); at inference the
-localizer's box alone decides.
+jittered true boxes and at the localizer's own (:func:`crop_theta`). At inference the
+localizer also looks again (:meth:`FieldReader.look_again`): the window round its first
+box, fitted to a canvas of its own, shows a small number at up to a few times the
+resolution the whole crop gave it, and the box found there is sharper.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ BOX_FILL, LEAD = 0.6, 0.2
 LOCATE_POOL = 2
 #: A strip whose strongest ink is below this level is not stretched (nothing to read).
 STRIP_FLOOR = 0.05
+#: The window the localizer looks at again: its first box with this many box heights of
+#: paper on every side (docs/reader.md, "Looking again").
+WINDOW_PAD = 1.0
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
@@ -65,7 +70,11 @@ class Localizer(nn.Module):
         )
 
     def forward(self, canvas: torch.Tensor) -> torch.Tensor:
-        centre_size = torch.sigmoid(self.net(F.avg_pool2d(canvas, LOCATE_POOL)))
+        return self.coarse(F.avg_pool2d(canvas, LOCATE_POOL))
+
+    def coarse(self, small: torch.Tensor) -> torch.Tensor:
+        """The box from a canvas already at the localizer's coarse resolution."""
+        centre_size = torch.sigmoid(self.net(small))
         cx, cy, w, h = centre_size.unbind(1)
         return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
 
@@ -183,6 +192,41 @@ def stretch(strips: torch.Tensor) -> torch.Tensor:
     return strips / peak.view(-1, 1, 1, 1)
 
 
+def window_scale(boxes: torch.Tensor) -> torch.Tensor:
+    """How many times :func:`windows` magnifies each box's window (canvas pixels, (N, 4))."""
+    bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
+    ww = (boxes[:, 2] - boxes[:, 0]).clamp(min=0.0) + 2 * WINDOW_PAD * bh
+    return torch.minimum(CANVAS_H / (bh + 2 * WINDOW_PAD * bh), CANVAS_W / ww)
+
+
+def windows(canvas: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each box (canvas pixels) with :data:`WINDOW_PAD` box heights of paper round it, cut
+    from its canvas and fitted to a canvas of its own as ``field_input.fit`` fits a crop
+    (aspect kept, at the left, centred in height, dark elsewhere, ink stretched to 1), at
+    the localizer's coarse resolution (``LOCATE_POOL`` times smaller). Returns the windows
+    (N, 1, CANVAS_H // LOCATE_POOL, CANVAS_W // LOCATE_POOL) and per window (scale, x, y):
+    the full-size window's pixel (u, v) is the canvas's (x + u / scale, y + v / scale)."""
+    bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
+    x0, y0 = boxes[:, 0] - WINDOW_PAD * bh, boxes[:, 1] - WINDOW_PAD * bh
+    ww = (boxes[:, 2] - boxes[:, 0]).clamp(min=0.0) + 2 * WINDOW_PAD * bh
+    wh = bh + 2 * WINDOW_PAD * bh
+    s = window_scale(boxes)
+    top = (CANVAS_H - wh * s) / 2
+    oy = y0 - top / s
+    theta = torch.zeros(len(boxes), 2, 3, dtype=canvas.dtype, device=canvas.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
+    theta[:, 0, 2] = 2 * x0 / CANVAS_W + 1 / s - 1
+    theta[:, 1, 2] = 2 * oy / CANVAS_H + 1 / s - 1
+    h, w = CANVAS_H // LOCATE_POOL, CANVAS_W // LOCATE_POOL
+    grid = F.affine_grid(theta, (len(canvas), 1, h, w), align_corners=False)
+    out = F.grid_sample(canvas, grid, align_corners=False)
+    u = ((torch.arange(w, device=canvas.device, dtype=canvas.dtype) + 0.5) * LOCATE_POOL).view(1, 1, 1, -1)
+    v = ((torch.arange(h, device=canvas.device, dtype=canvas.dtype) + 0.5) * LOCATE_POOL).view(1, 1, -1, 1)
+    top, bottom, right = (t.view(-1, 1, 1, 1) for t in (top, top + wh * s, ww * s))
+    inside = (u < right) & (v >= top) & (v < bottom)
+    return stretch(out * inside), torch.stack([s, x0, oy], 1)
+
+
 def to_pixels(boxes: torch.Tensor) -> torch.Tensor:
     """Boxes as shares of the canvas -> canvas pixels."""
     return boxes * boxes.new_tensor([CANVAS_W, CANVAS_H, CANVAS_W, CANVAS_H])
@@ -210,6 +254,32 @@ class FieldReader(nn.Module):
         if read_at is not None:
             boxes = torch.where(torch.isnan(read_at), boxes.detach(), read_at)
         return self.reader(stretch(cut_strips(canvas, boxes))), located, boxes
+
+    def read(self, canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: (logits (N, COLUMNS, CLASSES), the boxes read at in canvas pixels),
+        read at the box the localizer finds when it looks again round its first."""
+        boxes = self.look_again(canvas, to_pixels(self.localizer(canvas)))
+        return self.reader(stretch(cut_strips(canvas, boxes))), boxes
+
+    def look_again(self, canvas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Boxes (canvas pixels) sharpened by a second look: the localizer's box in the
+        :func:`windows` round ``boxes``, mapped back to the canvas, its rows taken and its
+        columns widened to cover the first box's. A box whose window would not magnify
+        (a field that already fills its canvas) is kept as it is."""
+        gain = torch.nonzero(window_scale(boxes) > 1).flatten()
+        if not len(gain):
+            return boxes
+        first = boxes[gain]
+        zoomed, where = windows(canvas[gain], first)
+        found = to_pixels(self.localizer.coarse(zoomed))
+        s, x, y = (where[:, i:i + 1] for i in range(3))
+        found = torch.cat([x, y, x, y], 1) + found / s
+        # Rows from the second look, columns never narrower than the first's: a second
+        # box inside the first digit reads a confidently shorter number (docs/reader.md).
+        out = boxes.clone()
+        out[gain] = torch.stack([torch.minimum(found[:, 0], first[:, 0]), found[:, 1],
+                                 torch.maximum(found[:, 2], first[:, 2]), found[:, 3]], 1)
+        return out
 
 
 def fold_batch_norms(net: nn.Module) -> nn.Module:

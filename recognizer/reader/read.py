@@ -60,15 +60,16 @@ def prepare(images: Sequence[bytes | np.ndarray]) -> CanvasPlan:
 def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device,
         batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
     """The network on uint8 canvases: per-column probabilities (M, COLUMNS, CLASSES) and
-    the boxes read at (M, 4, canvas pixels); a field whose localizer's box reads no digit
-    is read again on rows of the canvas (:mod:`recognizer.reader.search`)."""
+    the boxes read at (M, 4, canvas pixels), read where the localizer finds the number
+    when it looks again round its first box; a field whose box reads no digit is read
+    again on rows of the canvas (:mod:`recognizer.reader.search`)."""
     probs, boxes = [], []
     with torch.inference_mode():
         for at in range(0, len(canvas), batch):
             # A copy: arrays from the Ray object store are read-only.
             x = torch.from_numpy(np.array(canvas[at:at + batch], dtype=np.uint8)).to(device)
             x = x.unsqueeze(1).float().div_(255.0).contiguous(memory_format=torch.channels_last)
-            logits, _, read_at = net(x)
+            logits, read_at = net.read(x)
             p, read_at = reread_missed(net, x, torch.softmax(logits.float(), dim=2), read_at.float())
             probs.append(p.cpu().numpy())
             boxes.append(read_at.cpu().numpy())
