@@ -1,12 +1,13 @@
 """Boxes for a user's labelled fields, found by the reader itself.
 
 A user's fields say what is written, not where. Before fine-tuning, each field is read at
-candidate boxes round the localizer's own (its edges widened, moved up or down, taller
-or shorter) and at the same box centred on rows spread over the canvas; the candidate
-whose reading best fits the label becomes the field's box, when the label reads there
-with at least probability 1/e (CTC loss under 1). The localizer then learns from those
-boxes as from synthesized ones, and the reader reads round them; fields where no
-candidate fits keep no box and are read at the localizer's.
+the box reading uses (the localizer's, after it looks again: ``FieldReader.look_again``)
+and, where the label does not read well there, at candidate boxes round it (its edges
+widened, moved up or down, taller or shorter) and at the same box centred on rows spread
+over the canvas; the candidate whose reading best fits the label becomes the field's
+box, when the label reads there with at least probability 1/e (CTC loss under 1). The
+localizer then learns from those boxes as from synthesized ones, and the reader reads
+round them; fields where no candidate fits keep no box and are read at the localizer's.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def find_boxes(net: torch.nn.Module, fields: ReaderFields) -> np.ndarray:
         for at in range(0, len(fields), BATCH):
             x = torch.from_numpy(fields.canvas[at:at + BATCH]).unsqueeze(1).float().div_(255.0)
             y = targets[at:at + BATCH]
-            own = to_pixels(net.localizer(x))
+            own = net.look_again(x, to_pixels(net.localizer(x)))
             best = ctc_loss(net.reader(stretch(cut_strips(x, own))), y, reduction="none")
             found = own.clone()
             # Only where the localizer's own box does not fit the label: the search is
