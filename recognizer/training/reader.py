@@ -7,7 +7,8 @@ handwriting's box (smooth L1, as shares of the canvas) and the reader learns the
 ``raw`` string by CTC, reading strips cut at the true box jittered by a few per cent
 (most fields) or at the localizer's own box (``OWN_BOX`` of them), so that it learns to
 read where the localizer will point.
-Validation reads as users get it: at the localizer's box, exact ``raw`` strings.
+Validation reads at the localizer's first box, exact ``raw`` strings (users' readings
+also look again round it where that magnifies: ``FieldReader.read``).
 """
 
 from __future__ import annotations
