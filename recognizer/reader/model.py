@@ -192,11 +192,17 @@ def stretch(strips: torch.Tensor) -> torch.Tensor:
     return strips / peak.view(-1, 1, 1, 1)
 
 
-def window_scale(boxes: torch.Tensor) -> torch.Tensor:
-    """How many times :func:`windows` magnifies each box's window (canvas pixels, (N, 4))."""
+def _window(boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each box's window (canvas pixels): its left, top, width and height."""
     bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
     ww = (boxes[:, 2] - boxes[:, 0]).clamp(min=0.0) + 2 * WINDOW_PAD * bh
-    return torch.minimum(CANVAS_H / (bh + 2 * WINDOW_PAD * bh), CANVAS_W / ww)
+    return boxes[:, 0] - WINDOW_PAD * bh, boxes[:, 1] - WINDOW_PAD * bh, ww, bh + 2 * WINDOW_PAD * bh
+
+
+def window_scale(boxes: torch.Tensor) -> torch.Tensor:
+    """How many times :func:`windows` magnifies each box's window (canvas pixels, (N, 4))."""
+    _, _, ww, wh = _window(boxes)
+    return torch.minimum(CANVAS_H / wh, CANVAS_W / ww)
 
 
 def windows(canvas: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,10 +212,7 @@ def windows(canvas: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, to
     the localizer's coarse resolution (``LOCATE_POOL`` times smaller). Returns the windows
     (N, 1, CANVAS_H // LOCATE_POOL, CANVAS_W // LOCATE_POOL) and per window (scale, x, y):
     the full-size window's pixel (u, v) is the canvas's (x + u / scale, y + v / scale)."""
-    bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
-    x0, y0 = boxes[:, 0] - WINDOW_PAD * bh, boxes[:, 1] - WINDOW_PAD * bh
-    ww = (boxes[:, 2] - boxes[:, 0]).clamp(min=0.0) + 2 * WINDOW_PAD * bh
-    wh = bh + 2 * WINDOW_PAD * bh
+    x0, y0, ww, wh = _window(boxes)
     s = window_scale(boxes)
     top = (CANVAS_H - wh * s) / 2
     oy = y0 - top / s
@@ -255,10 +258,15 @@ class FieldReader(nn.Module):
             boxes = torch.where(torch.isnan(read_at), boxes.detach(), read_at)
         return self.reader(stretch(cut_strips(canvas, boxes))), located, boxes
 
+    def locate(self, canvas: torch.Tensor) -> torch.Tensor:
+        """Inference: the boxes (canvas pixels) reading uses, the localizer's after it
+        looks again round its first (:meth:`look_again`)."""
+        return self.look_again(canvas, to_pixels(self.localizer(canvas)))
+
     def read(self, canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference: (logits (N, COLUMNS, CLASSES), the boxes read at in canvas pixels),
-        read at the box the localizer finds when it looks again round its first."""
-        boxes = self.look_again(canvas, to_pixels(self.localizer(canvas)))
+        read at :meth:`locate`'s boxes."""
+        boxes = self.locate(canvas)
         return self.reader(stretch(cut_strips(canvas, boxes))), boxes
 
     def look_again(self, canvas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

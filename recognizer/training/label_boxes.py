@@ -1,7 +1,7 @@
 """Boxes for a user's labelled fields, found by the reader itself.
 
 A user's fields say what is written, not where. Before fine-tuning, each field is read at
-the box reading uses (the localizer's, after it looks again: ``FieldReader.look_again``)
+the box reading uses (the localizer's, after it looks again: ``FieldReader.locate``)
 and, where the label does not read well there, at candidate boxes round it (its edges
 widened, moved up or down, taller or shorter) and at the same box centred on rows spread
 over the canvas; the candidate whose reading best fits the label becomes the field's
@@ -19,7 +19,7 @@ import torch
 
 from recognizer.data.reader_fields import ReaderFields
 from recognizer.reader.codec import encode_batch
-from recognizer.reader.model import CANVAS_H, cut_strips, stretch, to_pixels
+from recognizer.reader.model import CANVAS_H, cut_strips, stretch
 from recognizer.reader.search import HEIGHTS, ROWS
 from recognizer.training.reader import MAX_LABEL, ctc_loss
 
@@ -60,7 +60,7 @@ def find_boxes(net: torch.nn.Module, fields: ReaderFields) -> np.ndarray:
         for at in range(0, len(fields), BATCH):
             x = torch.from_numpy(fields.canvas[at:at + BATCH]).unsqueeze(1).float().div_(255.0)
             y = targets[at:at + BATCH]
-            own = net.look_again(x, to_pixels(net.localizer(x)))
+            own = net.locate(x)
             best = ctc_loss(net.reader(stretch(cut_strips(x, own))), y, reduction="none")
             found = own.clone()
             # Only where the localizer's own box does not fit the label: the search is
