@@ -1,7 +1,7 @@
 """The engine's floor: a FastAPI ingress on Ray Serve that does no work of its own.
 
 Same HTTP shape as the digits application (``POST /v1/predict`` and ``/v1/read`` with an
-image body, ``POST /v1/predict/batch`` with a JSON body, ``GET /v1/health`` and
+image body, ``POST /v1/predict/batch`` and ``/v1/read/batch`` with a JSON body, ``GET /v1/health`` and
 ``/v1/model``), same deployment options, and fixed JSON answers of the digits answers'
 sizes. What it costs per request is what Ray Serve (proxy,
 router, replica, FastAPI) costs on this machine; the serving benchmark measures the
@@ -43,6 +43,10 @@ class NoOp:
         await request.body()
         return JSONResponse({"results": [ANSWER] * 32, "model_version": ANSWER["model_version"]})
 
+    @api.post("/v1/read/batch")
+    async def read_batch(self, request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"results": [FIELD] * 32, "model_version": ANSWER["model_version"]})
 
     @api.post("/v1/read")
     async def read(self, request: Request) -> JSONResponse:

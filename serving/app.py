@@ -37,18 +37,19 @@ from ray.serve.handle import DeploymentHandle
 
 from recognizer import settings
 from recognizer.errors import ImageError
-from recognizer.fields import assemble_fields, prepare_fields
+from recognizer.fields import assemble_fields, prepare_fields, read_fields
 from recognizer.fields.calibrate import Calibration
 from recognizer.fields.read import reader_calibration
 from recognizer.predict import Recognizer, load, select_device
 from recognizer.preprocess import as_image_list, preprocess, preprocess_many
-from recognizer.results import Failure, Predictions, digit_entry, field_entry
+from recognizer.results import Failure, FieldResult, Predictions, digit_entry, field_entry
 from serving import health, http_errors, inputs
 from serving.config import APP_NAME, ServeConfig
 from serving.metrics import MetricsMiddleware, app_metrics
 from serving.schemas import (
     BatchResponse,
     Digit,
+    FieldBatchResponse,
     FieldReading,
     Health,
     ModelInfo,
@@ -66,7 +67,7 @@ INLINE_DECODE_BYTES = 64 * 1024
 api = FastAPI(title="formdigits", version="1",
               description="Recognise handwritten digits on scanned forms: one digit per image "
                           "(`/v1/predict`, `/v1/predict/batch`) or a whole field of digits "
-                          "(`/v1/read`). Every error answers `{\"error\": {\"code\", "
+                          "(`/v1/read`, `/v1/read/batch`). Every error answers `{\"error\": {\"code\", "
                           "\"message\"}}` with the status listed per route.")
 
 #: The field readers /v1/read offers (the typed ``reader`` query parameter).
@@ -80,6 +81,17 @@ _BATCHING = {"max_batch_size": ServeConfig.max_batch_size,
 
 http_errors.install(api)
 api.add_middleware(MetricsMiddleware)
+
+
+# Defined before the deployment: Serve ships the class with the globals it sees then.
+def _learned(rec: Recognizer, reader: str) -> bool:
+    """Whether ``reader`` is the learned one, refusing (400) a model that has none."""
+    if reader != "learned":
+        return False
+    if rec.reader is None:
+        raise inputs.RequestError(400, "no_learned_reader", f"model {rec.version} has no learned "
+                                  "field reader: read without ?reader=learned")
+    return True
 
 
 @serve.deployment
@@ -263,10 +275,7 @@ class DigitRecognizer:
         body = await inputs.read_body(request, self.max_body_bytes)
         image = inputs.single_image(inputs.media_type(request), body)
         rec = self.recognizer
-        if reader == "learned":
-            if rec.reader is None:
-                raise inputs.RequestError(400, "no_learned_reader", f"model {rec.version} has no "
-                                          "learned field reader: read without ?reader=learned")
+        if _learned(rec, reader):
             result, version = await self._read_learned(image, length, rec)
             self.metrics.images.inc(tags={"endpoint": "read"})
             return JSONResponse(field_entry(result, version))
@@ -285,6 +294,45 @@ class DigitRecognizer:
             raise result
         self.metrics.images.inc(tags={"endpoint": "read"})
         return JSONResponse(field_entry(result, version))
+
+    @api.post("/v1/read/batch", response_model=FieldBatchResponse,
+              responses=error_responses(400, 413, 415, 503), openapi_extra=batch_body("field images"))
+    async def read_batch_http(
+        self, request: Request,
+        length: Annotated[int | None, Query(ge=1, le=64, description="Digits each field holds, "
+                                            "when known")] = None,
+        reader: Annotated[FieldReaderName, Query(description="learned: the model's sequence reader; "
+                                                 "segmenting: cut into digits")]
+        = settings.DEFAULT_FIELD_READER,
+    ) -> JSONResponse:
+        """Many field images (JSON base64 or multipart files), read together as the
+        library reads them: one reading or error per field, in order, a field that cannot
+        be read getting its error in its place."""
+        body = await inputs.read_body(request, self.max_body_bytes)
+        images = await inputs.batch_images(request, inputs.media_type(request), body,
+                                           self.max_batch_images)
+        rec = self.recognizer  # one model for the whole request, even across a reload
+        _learned(rec, reader)
+        results = await asyncio.to_thread(self._read_many, rec, images, length, reader)
+        entries = []
+        for result in results:
+            if isinstance(result, FieldResult):
+                entries.append(field_entry(result, rec.version))
+            else:
+                self.metrics.errors.inc(tags={"endpoint": "read_batch", "code": result.code})
+                entries.append(Failure.of(result).to_json())
+        self._count_images(len(entries) - sum("error" in e for e in entries), "read_batch")
+        return JSONResponse({"results": entries, "model_version": rec.version})
+
+    def _read_many(self, rec: Recognizer, images: list[bytes], length: int | None, reader: str) -> list:
+        """A batch request's fields through ``read_fields`` (decoding included), timed and
+        counted as one batch."""
+        start = time.perf_counter()
+        results = read_fields(rec, images, length=length, reader=reader)
+        self.metrics.inference_latency_ms.observe((time.perf_counter() - start) * 1000,
+                                                  tags={"path": "read_batch"})
+        self.metrics.batch_size.observe(len(images), tags={"path": "read_batch"})
+        return results
 
     async def _read_learned(self, image, length: int | None, rec: Recognizer):
         """One field through the learned reader: fitted off the event loop (an

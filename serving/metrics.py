@@ -53,7 +53,7 @@ def app_metrics() -> AppMetrics:
 def endpoint_of(path: str) -> str:
     """A bounded metric tag for a request path."""
     known = {"/v1/predict": "predict", "/v1/predict/batch": "predict_batch",
-             "/v1/read": "read", "/v1/health": "health", "/v1/model": "model"}
+             "/v1/read": "read", "/v1/read/batch": "read_batch", "/v1/health": "health", "/v1/model": "model"}
     return known.get(path.rstrip("/") or "/", "other")
 
 

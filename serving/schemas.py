@@ -91,6 +91,19 @@ class FieldReading(BaseModel):
     model_version: str
 
 
+class FieldBatchResponse(BaseModel):
+    """One entry per field image, in request order: its reading, or that image's error."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"results": [FieldReading.model_config["json_schema_extra"]["examples"][0],
+                     {"error": {"code": "no_digits", "message": "no digits found: the reader read "
+                                "no digit in the field"}}],
+         "model_version": "wide-46a5630d20dd-r54920849"}]})
+
+    results: list[FieldReading | ErrorResponse]
+    model_version: str
+
+
 class Health(BaseModel):
     """This replica's model and the deployment's state as Serve's controller sees it."""
 
@@ -148,9 +161,10 @@ def image_body(description: str) -> dict:
                             "content": {t: {"schema": _BINARY} for t in IMAGE_TYPES}}}
 
 
-def batch_body() -> dict:
-    """``openapi_extra`` of the batch route: JSON with base64, or multipart files."""
-    return {"requestBody": {"required": True, "description": "The images, as JSON base64 or as "
+def batch_body(what: str = "images") -> dict:
+    """``openapi_extra`` of a batch route: JSON with base64, or multipart files; ``what``
+    the images hold, for the description."""
+    return {"requestBody": {"required": True, "description": f"The {what}, as JSON base64 or as "
                             "multipart files (each part's name is free; every file part is an image)",
                             "content": {
                                 "application/json": {"schema": BatchRequest.model_json_schema()},

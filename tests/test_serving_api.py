@@ -30,11 +30,11 @@ from recognizer.fields import read_fields
 from recognizer.results import FieldResult
 from serving.config import ServeConfig
 from serving.deploy import deploy
-from serving.schemas import Digit, ErrorResponse, FieldReading
+from serving.schemas import Digit, ErrorResponse, FieldBatchResponse, FieldReading
 
 APP = "digits-api-test"
 ROUTES = {("/v1/predict", "post"), ("/v1/predict/batch", "post"), ("/v1/read", "post"),
-          ("/v1/health", "get"), ("/v1/model", "get")}
+          ("/v1/read/batch", "post"), ("/v1/health", "get"), ("/v1/model", "get")}
 #: Generated requests per route and phase: enough to reach every status, sized for CI.
 EXAMPLES = 25
 
@@ -82,12 +82,14 @@ def test_the_schema_validates_and_types_every_route(openapi, api_url):
             body = op["requestBody"]["content"]
             assert body and all("schema" in media for media in body.values()), path
     assert "image/png" in ops[("/v1/predict", "post")]["requestBody"]["content"]
-    batch = ops[("/v1/predict/batch", "post")]["requestBody"]["content"]
-    assert {"application/json", "multipart/form-data"} <= set(batch)
-    read_params = {p["name"]: p for p in ops[("/v1/read", "post")]["parameters"]}
-    assert read_params["reader"]["schema"]["enum"] == ["segmenting", "learned"]
-    assert read_params["length"]["schema"]["anyOf"][0] == {"type": "integer", "maximum": 64, "minimum": 1}
-    for name in ("Digit", "BatchResponse", "FieldReading", "Health", "ModelInfo"):
+    for batch_route in ("/v1/predict/batch", "/v1/read/batch"):
+        batch = ops[(batch_route, "post")]["requestBody"]["content"]
+        assert {"application/json", "multipart/form-data"} <= set(batch)
+    for read_route in ("/v1/read", "/v1/read/batch"):
+        read_params = {p["name"]: p for p in ops[(read_route, "post")]["parameters"]}
+        assert read_params["reader"]["schema"]["enum"] == ["segmenting", "learned"]
+        assert read_params["length"]["schema"]["anyOf"][0] == {"type": "integer", "maximum": 64, "minimum": 1}
+    for name in ("Digit", "BatchResponse", "FieldReading", "FieldBatchResponse", "Health", "ModelInfo"):
         assert openapi["components"]["schemas"][name]["examples"], name
 
 
@@ -107,7 +109,7 @@ def no_server_error_but_overload(ctx, response, case) -> None:
 # Requests that fit the schema, and, where the schema constrains the input (JSON bodies,
 # query parameters), requests that break it; any bytes fit /v1/predict's binary body.
 GENERATED = [(path, method, GenerationMode.POSITIVE) for path, method in sorted(ROUTES)] + [
-    (path, "post", GenerationMode.NEGATIVE) for path in ("/v1/predict/batch", "/v1/read")]
+    (path, "post", GenerationMode.NEGATIVE) for path in ("/v1/predict/batch", "/v1/read", "/v1/read/batch")]
 
 
 @pytest.mark.parametrize("path, method, mode", GENERATED)
@@ -152,6 +154,18 @@ def test_client_reads_a_digit_a_batch_with_a_bad_image_and_a_field(api_url, mnis
         with pytest.raises(ServiceError) as err:
             client.read(np.zeros((40, 120), np.uint8))
         assert err.value.status == 422 and err.value.code in ("blank_image", "no_digits")
+
+        # Many fields in one request read as the library reads them, a bad one in its place,
+        # split into requests of the client's batch size and joined in order.
+        client.batch_size = 4
+        many = client.read_batch([*fields, b"not an image"], reader="learned")
+        assert isinstance(many, FieldBatchResponse) and len(many.results) == len(fields) + 1
+        for got, want in zip(many.results[:-1], local, strict=True):
+            if isinstance(want, FieldResult):
+                assert isinstance(got, FieldReading) and (got.text, got.raw) == (want.text, want.raw)
+            else:
+                assert isinstance(got, ErrorResponse) and got.error.code == want.code
+        assert isinstance(many.results[-1], ErrorResponse) and many.results[-1].error.code == "not_an_image"
         assert client.health().status == "ok" and client.model().version == model.version
 
 
