@@ -8,15 +8,7 @@ import pytest
 
 import recognizer
 from recognizer.data.forms import SEPARATORS, FormConfig, make_form_field, make_form_fields
-from recognizer.data.styles import (
-    STYLED,
-    cross_seven,
-    curl_nine,
-    flag_one,
-    flat_top_three,
-    hook_seven,
-    restyled_set,
-)
+from recognizer.data.styles import STYLED, cross_seven, flag_one, flat_top_three, hook_seven, restyled_set
 from recognizer.data.synth_fields import render_digit
 from recognizer.errors import NoDigits
 from recognizer.fields import FieldResult, read_fields
@@ -100,34 +92,6 @@ def _widest_run(row: np.ndarray) -> int:
     edges = np.flatnonzero(np.diff(np.r_[0, (row >= 128).astype(int), 0]))
     runs = edges[1::2] - edges[::2]
     return int(runs.max()) if runs.size else 0
-
-
-def test_a_start_mark_stands_before_the_number_and_in_its_raw_reading(mnist_test_raw):
-    images, labels = mnist_test_raw
-    marked = FormConfig(p_start_mark=1.0, p_thousands=0, p_decimal=0, p_end_mark=0, p_start_sign=0)
-    fields = make_form_fields(images, labels, 20, np.random.default_rng(3), marked)
-    for f in fields:
-        assert f.raw[0] in "-=" and f.raw[1:] == f.text
-        # Its ink lies left of the first digit's.
-        assert len(f.mark_spans) == 1 and f.mark_spans[0][0] < f.spans[0][0]
-    # Off by default: the same seed draws the same fields as before the option existed.
-    plain = make_form_fields(images, labels, 20, np.random.default_rng(3), FormConfig())
-    assert all(f.raw[0].isdigit() for f in plain)
-
-
-def test_a_curled_nine_gets_a_tail_left_of_its_stem_and_under_its_loop(mnist_test_raw):
-    images, labels = mnist_test_raw
-    rng = np.random.default_rng(0)
-    for nine in images[labels == 9][:10]:
-        curled = curl_nine(nine, rng)
-        assert (curled >= nine).all()  # ink added, none taken
-        added = np.argwhere(curled > nine.astype(int) + 60)
-        assert len(added) > 5
-        ys, xs = np.nonzero(nine >= 128)
-        bottom, stem = ys.max(), xs[ys >= ys.max() - 1].mean()
-        # Left of where the stem ends, in the lower half of the digit.
-        assert added[:, 1].mean() < stem
-        assert added[:, 0].mean() > ys.min() + 0.5 * (bottom - ys.min())
 
 
 def test_restyling_flags_ones_crosses_or_hooks_sevens_and_flattens_threes(mnist_test_raw):

@@ -1,15 +1,13 @@
-"""Writing styles MNIST's writers rarely used: the continental 1, the crossed or hooked 7,
-the flat-topped 3 and the 9 whose tail curls back.
+"""Writing styles MNIST's writers rarely used: the continental 1, the crossed or hooked 7
+and the flat-topped 3.
 
 MNIST comes from American writers. Much of the world writes a 1 with a long flag (an
 up-stroke into the top of the stem, at times half as long as the stem, at times rising
 from the base line so that the 1 looks like a lambda), crosses its 7s
 or starts them with a short down-stroke (a serif) at the bar's left end, and tops its 3s
-with a straight bar and a diagonal down to the middle (a 3 like a z on a bowl), and ends
-the stem of its 9s in a tail that curls back to the left and up, under the loop, as
-Latin-American and European school hands teach it. A model that has never seen them
-reads a flagged 1 as a 7 or a 4, a hooked 7 as a 2 or a 9, a flat-topped 3 as a 2 and a
-curled 9 as an 8. These functions draw the missing strokes onto *training* digits,
+with a straight bar and a diagonal down to the middle (a 3 like a z on a bowl). A model
+that has never seen them reads a flagged 1 as a 7 or a 4, a hooked 7 as a 2 or a 9 and a
+flat-topped 3 as a 2. These functions draw the missing strokes onto *training* digits,
 so that training sees every style.
 """
 
@@ -21,7 +19,7 @@ import cv2
 import numpy as np
 
 #: Digits this module can restyle.
-STYLED = (1, 3, 7, 9)
+STYLED = (1, 3, 7)
 
 
 def _pen(digit: np.ndarray) -> float:
@@ -140,41 +138,6 @@ def flat_top_three(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _bezier(points: list[tuple[float, float]], n: int = 16) -> list[tuple[float, float]]:
-    """``n`` points along the cubic Bezier curve of four control points."""
-    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points
-    out = []
-    for t in np.linspace(0, 1, n):
-        a, b, c, d = (1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t ** 2, t ** 3
-        out.append((a * x0 + b * x1 + c * x2 + d * x3, a * y0 + b * y1 + c * y2 + d * y3))
-    return out
-
-
-def curl_nine(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A 9 whose stem ends in a tail curling back: from the stem's lowest point a curve
-    swings 35-80% of the digit's width to the left and rises 10-45% of its height, under
-    the loop (open, unlike an 8's lower bowl)."""
-    out = digit.copy()
-    strokes = _strokes(digit)
-    if strokes is None:
-        return out
-    ys, xs = strokes
-    top, bottom = int(ys.min()), int(ys.max())
-    height, width = bottom - top + 1, int(xs.max() - xs.min() + 1)
-    bx = float(xs[ys >= bottom - 1].mean())
-    reach, rise = max(width, 0.5 * height) * rng.uniform(0.35, 0.8), height * rng.uniform(0.1, 0.45)
-    dip = height * rng.uniform(0.0, 0.08)
-    end = (bx - reach, bottom - rise)
-    curve = _bezier([(bx, float(bottom)), (bx - 0.2 * reach, bottom + dip + 0.1 * height),
-                     (end[0] - 0.15 * reach, bottom + dip), end])
-    pen = _pen(digit) * rng.uniform(0.6, 0.9)  # a tail drawn fast, thinner than the loop
-    edge = digit.shape[1] - 1.0
-    inside = [(min(max(x, 0.0), edge), min(y, edge)) for x, y in curve]
-    for p0, p1 in zip(inside, inside[1:], strict=False):
-        _line(out, p0, p1, pen)
-    return out
-
-
 def restyle(digit: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
     """The digit in the other style when one is known for its label, else unchanged."""
     if label == 1:
@@ -183,8 +146,6 @@ def restyle(digit: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarr
         return flat_top_three(digit, rng)
     if label == 7:
         return cross_seven(digit, rng) if rng.random() < 0.6 else hook_seven(digit, rng)
-    if label == 9:
-        return curl_nine(digit, rng)
     return digit
 
 

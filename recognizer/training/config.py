@@ -71,9 +71,9 @@ class TrainConfig:
     #: The share of those fields synthesized as real forms (recognizer.data.forms: lines,
     #: boxes, backgrounds, separators, underlines, masks), cut after form cleaning.
     form_share: float = 0.5
-    #: Restyled copies of this share of the training 1s, 3s, 7s and 9s (recognizer.data.styles:
-    #: the continental 1 with its flag, the flat-topped 3, the crossed or hooked 7, the 9
-    #: with a curled tail) join the training digits.
+    #: Restyled copies of this share of the training 1s, 3s and 7s (recognizer.data.styles:
+    #: the continental 1 with its flag, the flat-topped 3, the crossed or hooked 7) join
+    #: the training digits.
     style_share: float = 0.5
     #: The splitter of touching digits (recognizer.training.splitter) trained with the
     #: model and saved in its checkpoints: marks synthesized from the training digits,

@@ -22,9 +22,6 @@ class FormConfig:
     p_decimal: float = 0.15
     #: A mark after the number: '.', '-', '=', '/', '-/' and the like.
     p_end_mark: float = 0.3
-    #: A handwritten mark before the number ('-', '=' or a long dash), as cheque writers
-    #: fence an amount at both ends; kept in the raw reading like an end mark.
-    p_start_mark: float = 0.0
     #: A printed or handwritten sign before the number ('$', '*', '#', '€', '£').
     p_start_sign: float = 0.12
     p_underline: float = 0.25

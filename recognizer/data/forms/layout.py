@@ -15,9 +15,6 @@ from recognizer.data.synth_fields import render_digit, touch_offset
 def layout(text: str, cfg: FormConfig, rng: np.random.Generator) -> list[str]:
     """The glyphs of a field, left to right: digits and the marks among them."""
     glyphs: list[str] = []
-    # Drawn only when asked for, so that fields of other configs keep their random streams.
-    if cfg.p_start_mark and rng.random() < cfg.p_start_mark:
-        glyphs.append(str(rng.choice(["-", "=", "--"])))
     n = len(text)
     decimal = n >= 3 and rng.random() < cfg.p_decimal
     whole = n - 2 if decimal else n
