@@ -83,17 +83,6 @@ http_errors.install(api)
 api.add_middleware(MetricsMiddleware)
 
 
-# Defined before the deployment: Serve ships the class with the globals it sees then.
-def _learned(rec: Recognizer, reader: str) -> bool:
-    """Whether ``reader`` is the learned one, refusing (400) a model that has none."""
-    if reader != "learned":
-        return False
-    if rec.reader is None:
-        raise inputs.RequestError(400, "no_learned_reader", f"model {rec.version} has no learned "
-                                  "field reader: read without ?reader=learned")
-    return True
-
-
 @serve.deployment
 @serve.ingress(api)
 class DigitRecognizer:
@@ -275,7 +264,7 @@ class DigitRecognizer:
         body = await inputs.read_body(request, self.max_body_bytes)
         image = inputs.single_image(inputs.media_type(request), body)
         rec = self.recognizer
-        if _learned(rec, reader):
+        if inputs.learned_reader(rec, reader):
             result, version = await self._read_learned(image, length, rec)
             self.metrics.images.inc(tags={"endpoint": "read"})
             return JSONResponse(field_entry(result, version))
@@ -312,7 +301,7 @@ class DigitRecognizer:
         images = await inputs.batch_images(request, inputs.media_type(request), body,
                                            self.max_batch_images)
         rec = self.recognizer  # one model for the whole request, even across a reload
-        _learned(rec, reader)
+        inputs.learned_reader(rec, reader)
         results = await asyncio.to_thread(self._read_many, rec, images, length, reader)
         entries = []
         for result in results:

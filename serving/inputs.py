@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -18,6 +19,9 @@ from starlette.requests import Request
 
 from recognizer.errors import DigitsError
 from serving.schemas import IMAGE_TYPES, BatchRequest
+
+if TYPE_CHECKING:
+    from recognizer.predict import Recognizer
 
 
 class RequestError(DigitsError):
@@ -61,6 +65,17 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> RequestError:
     return RequestError(413, "payload_too_large",
                         f"the request body is {'over ' if at_least else ''}{size:,} bytes; "
                         f"the limit is {limit:,} (send fewer images per request)")
+
+
+def learned_reader(model: Recognizer, reader: str) -> bool:
+    """Whether the ``reader`` asked for is the learned one, refusing (400) a ``model``
+    that has none."""
+    if reader != "learned":
+        return False
+    if model.reader is None:
+        raise RequestError(400, "no_learned_reader", f"model {model.version} has no learned field "
+                           "reader: read without ?reader=learned")
+    return True
 
 
 def single_image(content_type: str, body: bytes) -> bytes:
