@@ -5,6 +5,7 @@ report all is well."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 #: Seconds a controller answer is reused: health checks may come many times a second.
@@ -23,16 +24,25 @@ def deployment_state() -> dict:
         return _cache["state"]
     try:
         from ray import serve
+        from ray.serve.context import _get_global_client
 
         ctx = serve.get_replica_context()
-        app = serve.status().applications[ctx.app_name]
-        d = app.deployments[ctx.deployment]
-        state = {"deployment": str(getattr(d.status, "value", d.status)),
-                 "replicas": {str(getattr(k, "value", k)): n for k, n in d.replica_states.items() if n}}
+        # The controller's details as a plain dict: serve.status() builds pydantic models of
+        # every application from the same details, 9.7 ms of this replica's CPU under the
+        # GIL against 0.7 (docs/serving.md), stalling the requests beside it.
+        details = _get_global_client().get_serve_details()
+        d = details["applications"][ctx.app_name]["deployments"][ctx.deployment]
+        replicas = collections.Counter(_name(r["state"]) for r in d["replicas"])
+        state = {"deployment": _name(d["status"]), "replicas": dict(replicas)}
     except Exception:  # noqa: BLE001 - health must answer even when the controller does not
         state = {"deployment": "UNKNOWN", "replicas": {}}
     _cache.update(at=now, state=state)
     return state
+
+
+def _name(value) -> str:
+    """An enum member's value (``HEALTHY``, ``RUNNING``), or the text as it is."""
+    return str(getattr(value, "value", value))
 
 
 async def current_state() -> dict:
