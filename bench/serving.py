@@ -167,21 +167,28 @@ def ratios(rows: list[dict], pooled_levels: dict) -> dict:
     return out
 
 
-def measure_batch(urls: dict[str, str], pngs: list[bytes], meter: CpuMeter) -> dict:
-    """``/v1/predict/batch`` with ``BATCH_IMAGES`` images per request, on both apps."""
-    bodies = _batch_bodies(pngs)
+def _measure_batches(urls: dict[str, str], path: str, bodies: list[bytes], per_request: int,
+                     concurrency: int, requests: int, warmup: int, unit: str, meter: CpuMeter) -> dict:
+    """JSON batch requests of ``per_request`` items each to ``path`` on both apps; each
+    app's summary gains ``UNIT_per_s``."""
     out = {}
     for target in TARGET_NAMES:
-        url = urls[target] + "/predict/batch"
-        drive(url, bodies, "application/json", BATCH_CONCURRENCY, 20, TIME_CAP_S)
+        url = urls[target] + path
+        drive(url, bodies, "application/json", concurrency, warmup, TIME_CAP_S)
         level, cpu = _metered(meter, target, lambda u=url: drive(
-            u, bodies, "application/json", BATCH_CONCURRENCY, BATCH_REQUESTS, TIME_CAP_S))
+            u, bodies, "application/json", concurrency, requests, TIME_CAP_S))
         s = {**level.summary(), "cpu_ms_per_request": cpu}
-        s["images_per_s"] = round(s["rps"] * BATCH_IMAGES, 1)
+        s[f"{unit}_per_s"] = round(s["rps"] * per_request, 1)
         out[target] = s
-        print(f"  batch {target:4s}: {s['images_per_s']:7.1f} images/s  p50 {s['p50_ms']} ms  "
+        print(f"  {path} {target:4s}: {s[f'{unit}_per_s']:7.1f} {unit}/s  p50 {s['p50_ms']} ms  "
               f"p99 {s['p99_ms']} ms  statuses {s['statuses']}", flush=True)
     return out
+
+
+def measure_batch(urls: dict[str, str], pngs: list[bytes], meter: CpuMeter) -> dict:
+    """``/v1/predict/batch`` with ``BATCH_IMAGES`` images per request, on both apps."""
+    return _measure_batches(urls, "/predict/batch", _batch_bodies(pngs), BATCH_IMAGES,
+                            BATCH_CONCURRENCY, BATCH_REQUESTS, 20, "images", meter)
 
 
 def measure_read(urls: dict[str, str], fields: list[bytes], meter: CpuMeter) -> dict:
@@ -202,18 +209,8 @@ def measure_read_batch(urls: dict[str, str], fields: list[bytes], meter: CpuMete
     """``POST /v1/read/batch?reader=learned``, ``READ_BATCH_FIELDS`` field PNGs per
     request, on both apps."""
     bodies = _batch_bodies(fields, READ_BATCH_FIELDS)
-    out = {}
-    for target in TARGET_NAMES:
-        url = f"{urls[target]}/read/batch?reader={READER}"
-        drive(url, bodies, "application/json", READ_BATCH_CONCURRENCY, 10, TIME_CAP_S)
-        level, cpu = _metered(meter, target, lambda u=url: drive(
-            u, bodies, "application/json", READ_BATCH_CONCURRENCY, READ_BATCH_REQUESTS, TIME_CAP_S))
-        s = {**level.summary(), "cpu_ms_per_request": cpu}
-        s["fields_per_s"] = round(s["rps"] * READ_BATCH_FIELDS, 1)
-        out[target] = s
-        print(f"  read/batch {target:4s}: {s['fields_per_s']:7.1f} fields/s  p99 {s['p99_ms']} ms  "
-              f"statuses {s['statuses']}", flush=True)
-    return out
+    return _measure_batches(urls, f"/read/batch?reader={READER}", bodies, READ_BATCH_FIELDS,
+                            READ_BATCH_CONCURRENCY, READ_BATCH_REQUESTS, 10, "fields", meter)
 
 
 def measure_routes(urls: dict[str, str]) -> dict:

@@ -72,6 +72,10 @@ api = FastAPI(title="formdigits", version="1",
 
 #: The field readers /v1/read offers (the typed ``reader`` query parameter).
 FieldReaderName = Literal[settings.FIELD_READERS]
+#: The query parameters of the field routes (``/v1/read``, ``/v1/read/batch``).
+FieldLength = Annotated[int | None, Query(ge=1, le=64, description="Digits each field holds, when known")]
+FieldReaderQuery = Annotated[FieldReaderName, Query(description="learned: the model's sequence reader; "
+                                                    "segmenting: cut into digits")]
 
 
 #: Dynamic batching as configured by default (``reconfigure`` applies a deployment's own).
@@ -253,11 +257,8 @@ class DigitRecognizer:
                                        "code, an amount or a ledger row number"))
     async def read(
         self, request: Request,
-        length: Annotated[int | None, Query(ge=1, le=64, description="Digits the field holds, "
-                                            "when known")] = None,
-        reader: Annotated[FieldReaderName, Query(description="learned: the model's sequence reader; "
-                                                 "segmenting: cut into digits")]
-        = settings.DEFAULT_FIELD_READER,
+        length: FieldLength = None,
+        reader: FieldReaderQuery = settings.DEFAULT_FIELD_READER,
     ) -> JSONResponse:
         """One field image (several digits in a row) as the raw body: its digit string,
         per-digit confidences and boxes."""
@@ -288,11 +289,8 @@ class DigitRecognizer:
               responses=error_responses(400, 413, 415, 503), openapi_extra=batch_body("field images"))
     async def read_batch_http(
         self, request: Request,
-        length: Annotated[int | None, Query(ge=1, le=64, description="Digits each field holds, "
-                                            "when known")] = None,
-        reader: Annotated[FieldReaderName, Query(description="learned: the model's sequence reader; "
-                                                 "segmenting: cut into digits")]
-        = settings.DEFAULT_FIELD_READER,
+        length: FieldLength = None,
+        reader: FieldReaderQuery = settings.DEFAULT_FIELD_READER,
     ) -> JSONResponse:
         """Many field images (JSON base64 or multipart files), read together as the
         library reads them: one reading or error per field, in order, a field that cannot
@@ -310,7 +308,7 @@ class DigitRecognizer:
             else:
                 self.metrics.errors.inc(tags={"endpoint": "read_batch", "code": result.code})
                 entries.append(Failure.of(result).to_json())
-        self._count_images(len(entries) - sum("error" in e for e in entries), "read_batch")
+        self._count_images(sum(isinstance(r, FieldResult) for r in results), "read_batch")
         return JSONResponse({"results": entries, "model_version": rec.version})
 
     def _read_many(self, rec: Recognizer, images: list[bytes], length: int | None, reader: str) -> list:
