@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recognizer.data.forms.shape import DigitShape
+
 #: Separators that keep their place in a field's raw reading.
 SEPARATORS = ".,-/="
 
@@ -59,6 +61,9 @@ class FormConfig:
     #: so that paper beside the number comes from the margins alone and a tight crop
     #: (a box cut round the number) leaves the first and last strokes at the image's edge.
     tight_columns: float = 0.0
+    #: Other writers' proportions and wobble: each digit's aspect, angle and strokes
+    #: changed before it is written (off by default).
+    digit_shape: DigitShape = DigitShape()
 
 
 @dataclass

@@ -9,6 +9,7 @@ import numpy as np
 
 from recognizer.data.forms.config import FormConfig
 from recognizer.data.forms.pen import mark
+from recognizer.data.forms.shape import field_aspect, reshape
 from recognizer.data.synth_fields import render_digit, touch_offset
 
 
@@ -65,13 +66,22 @@ def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
     it = iter(digits)
     one_hand = cfg.same_hand > 0 and rng.random() < cfg.same_hand
     slant = rng.uniform(-0.3, 0.3) if one_hand else 0.0
+    shape = cfg.digit_shape
+    # Drawn only when asked for, so that fields of other configs keep their random streams.
+    reshaped = shape.p > 0 and rng.random() < shape.p
+    aspect = field_aspect(shape, rng) if reshaped and one_hand else 1.0
     for g in glyphs:
         if g.isdigit():
             if one_hand:
                 size, lean = height * rng.uniform(0.92, 1.08), slant + rng.normal(0, 0.04)
             else:
                 size, lean = height * rng.uniform(0.8, 1.2), rng.uniform(-0.25, 0.25)
-            items.append(("d", restroke(render_digit(next(it), rng, size, lean), change)))
+            digit = next(it)
+            if reshaped:
+                wide = (aspect * np.exp(rng.normal(0, shape.aspect_spread)) if one_hand
+                        else field_aspect(shape, rng))
+                digit = reshape(digit, wide, shape, rng)
+            items.append(("d", restroke(render_digit(digit, rng, size, lean), change)))
         elif g == ".-":
             items.append(("m", mark(".", height, pen, rng)))
             items.append(("m", mark("-", height, pen, rng)))
