@@ -87,6 +87,50 @@ def test_a_field_whose_strokes_are_all_faint_still_has_a_box(mnist_dir):
     assert field.text == "1"
 
 
+def _ink_columns(digit: np.ndarray) -> int:
+    return int(np.count_nonzero(digit.max(0) >= 128))
+
+
+def test_reshaping_widens_or_narrows_a_digit_and_keeps_its_ink(mnist_test_raw):
+    from recognizer.data.forms.shape import DigitShape, reshape
+
+    images, _ = mnist_test_raw
+    still = DigitShape(p=1.0, rotate_deg=0.0, p_elastic=0.0)
+    wobbly = DigitShape(p=1.0)
+    rng = np.random.default_rng(0)
+    kept = []
+    for digit in images[:40]:
+        wide, narrow = reshape(digit, 1.3, still, rng), reshape(digit, 0.77, still, rng)
+        assert _ink_columns(narrow) < _ink_columns(digit) < _ink_columns(wide)
+        # Nothing is cut off at the edges; elastic moves stretch and squeeze strokes, so
+        # a digit's ink changes, but not on average.
+        moved = reshape(digit, 1.0, wobbly, rng).astype(float)
+        assert moved[0].max() == moved[-1].max() == moved[:, 0].max() == moved[:, -1].max() == 0
+        kept.append(moved.sum() / float(digit.sum()))
+    assert 0.6 < min(kept) and max(kept) < 1.5 and abs(np.median(kept) - 1) < 0.1
+
+
+def test_a_field_of_reshaped_digits_is_another_field_with_the_same_truth(mnist_test_raw):
+    from dataclasses import replace
+
+    from recognizer.data.forms.shape import DigitShape
+
+    images, labels = mnist_test_raw
+    digits, text = [images[i] for i in range(5)], [int(labels[i]) for i in range(5)]
+    plain = FormConfig(same_hand=1.0)
+    wide = replace(plain, digit_shape=DigitShape(p=1.0, aspect=(1.3, 1.3)))
+    narrow = replace(plain, digit_shape=DigitShape(p=1.0, aspect=(0.77, 0.77)))
+    fields = {name: make_form_field(digits, text, np.random.default_rng(5), cfg)
+              for name, cfg in (("plain", plain), ("wide", wide), ("narrow", narrow))}
+    assert {f.text for f in fields.values()} == {"".join(map(str, text))}
+
+    def width(f):
+        return sum(b - a for a, b in f.spans)
+
+    assert width(fields["narrow"]) < width(fields["wide"])
+    assert not np.array_equal(fields["plain"].image, fields["wide"].image)
+
+
 def _widest_run(row: np.ndarray) -> int:
     """The longest run of stroke pixels (>= 128) in a row of a light-on-dark digit."""
     edges = np.flatnonzero(np.diff(np.r_[0, (row >= 128).astype(int), 0]))

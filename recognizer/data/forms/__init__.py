@@ -10,6 +10,7 @@ the truth (:class:`FormField`): the digit string, the string with its separators
 which columns each digit's ink holds.
 
 * :mod:`.layout`: the row of digits and the marks among them;
+* :mod:`.shape`: each digit in another writer's proportions and wobble;
 * :mod:`.pen`: separators, end marks and underlines;
 * :mod:`.printed`: words, signs, backgrounds, ruling lines and boxes;
 * :mod:`.scan`: paper, ink, masks and the scanner's blur, noise and JPEG.
