@@ -167,16 +167,16 @@ def ratios(rows: list[dict], pooled_levels: dict) -> dict:
     return out
 
 
-def _measure_batches(urls: dict[str, str], path: str, bodies: list[bytes], per_request: int,
-                     concurrency: int, requests: int, warmup: int, unit: str, meter: CpuMeter) -> dict:
-    """JSON batch requests of ``per_request`` items each to ``path`` on both apps; each
-    app's summary gains ``UNIT_per_s``."""
+def _measure_route(urls: dict[str, str], path: str, bodies: list[bytes], media: str, per_request: int,
+                   concurrency: int, requests: int, warmup: int, unit: str, meter: CpuMeter) -> dict:
+    """POSTs of ``bodies`` (``media``, ``per_request`` items each) to ``path`` on both
+    apps, after ``warmup`` requests; each app's summary gains ``UNIT_per_s``."""
     out = {}
     for target in TARGET_NAMES:
         url = urls[target] + path
-        drive(url, bodies, "application/json", concurrency, warmup, TIME_CAP_S)
+        drive(url, bodies, media, concurrency, warmup, TIME_CAP_S)
         level, cpu = _metered(meter, target, lambda u=url: drive(
-            u, bodies, "application/json", concurrency, requests, TIME_CAP_S))
+            u, bodies, media, concurrency, requests, TIME_CAP_S))
         s = {**level.summary(), "cpu_ms_per_request": cpu}
         s[f"{unit}_per_s"] = round(s["rps"] * per_request, 1)
         out[target] = s
@@ -187,30 +187,22 @@ def _measure_batches(urls: dict[str, str], path: str, bodies: list[bytes], per_r
 
 def measure_batch(urls: dict[str, str], pngs: list[bytes], meter: CpuMeter) -> dict:
     """``/v1/predict/batch`` with ``BATCH_IMAGES`` images per request, on both apps."""
-    return _measure_batches(urls, "/predict/batch", _batch_bodies(pngs), BATCH_IMAGES,
-                            BATCH_CONCURRENCY, BATCH_REQUESTS, 20, "images", meter)
+    return _measure_route(urls, "/predict/batch", _batch_bodies(pngs), "application/json", BATCH_IMAGES,
+                          BATCH_CONCURRENCY, BATCH_REQUESTS, 20, "images", meter)
 
 
 def measure_read(urls: dict[str, str], fields: list[bytes], meter: CpuMeter) -> dict:
     """``POST /v1/read?reader=learned``, one field PNG per request, on both apps."""
-    out = {}
-    for target in TARGET_NAMES:
-        url = f"{urls[target]}/read?reader={READER}"
-        drive(url, fields, "image/png", READ_CONCURRENCY, 50, TIME_CAP_S)
-        level, cpu = _metered(meter, target, lambda u=url: drive(
-            u, fields, "image/png", READ_CONCURRENCY, READ_REQUESTS, TIME_CAP_S))
-        out[target] = {**level.summary(), "cpu_ms_per_request": cpu}
-        print(f"  read {target:4s}: {out[target]['rps']:7.1f} fields/s  p99 {out[target]['p99_ms']} ms  "
-              f"statuses {out[target]['statuses']}", flush=True)
-    return out
+    return _measure_route(urls, f"/read?reader={READER}", fields, "image/png", 1,
+                          READ_CONCURRENCY, READ_REQUESTS, 50, "fields", meter)
 
 
 def measure_read_batch(urls: dict[str, str], fields: list[bytes], meter: CpuMeter) -> dict:
     """``POST /v1/read/batch?reader=learned``, ``READ_BATCH_FIELDS`` field PNGs per
     request, on both apps."""
     bodies = _batch_bodies(fields, READ_BATCH_FIELDS)
-    return _measure_batches(urls, f"/read/batch?reader={READER}", bodies, READ_BATCH_FIELDS,
-                            READ_BATCH_CONCURRENCY, READ_BATCH_REQUESTS, 10, "fields", meter)
+    return _measure_route(urls, f"/read/batch?reader={READER}", bodies, "application/json", READ_BATCH_FIELDS,
+                          READ_BATCH_CONCURRENCY, READ_BATCH_REQUESTS, 10, "fields", meter)
 
 
 def measure_routes(urls: dict[str, str]) -> dict:
