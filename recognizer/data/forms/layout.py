@@ -52,18 +52,11 @@ def restroke(ink: np.ndarray, change: float) -> np.ndarray:
     return thin if thin.max() >= 0.5 else np.clip(ink - 0.6, 0, None) / 0.4
 
 
-def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
-             rng: np.random.Generator, height: float) -> tuple[np.ndarray, list, list, float]:
-    """Ink of the handwritten row; the digits' spans and the marks' spans; pen width."""
-    pen = height * rng.uniform(0.07, 0.13)
-    # Drawn only when asked for, so that fields of other configs keep their random streams.
-    change = rng.uniform(*cfg.pen_change) * height if cfg.pen_change != (0.0, 0.0) else 0.0
-    pen = max(1.0, pen + change)
-    max_gap = 0.45
-    if cfg.spaced > 0 and rng.random() < cfg.spaced:
-        max_gap = rng.uniform(0.45, cfg.wide_gap)
+def _write(glyphs: list[str], digits, cfg: FormConfig, rng: np.random.Generator, height: float,
+           pen: float, change: float) -> list[tuple[str, np.ndarray]]:
+    """Each glyph's ink, in order: ("d", a digit) or ("m", a mark); the digits drawn from
+    ``digits``, in one hand (slant, size, shape) for a share of fields."""
     items = []
-    it = iter(digits)
     one_hand = cfg.same_hand > 0 and rng.random() < cfg.same_hand
     slant = rng.uniform(-0.3, 0.3) if one_hand else 0.0
     shape = cfg.digit_shape
@@ -76,7 +69,7 @@ def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
                 size, lean = height * rng.uniform(0.92, 1.08), slant + rng.normal(0, 0.04)
             else:
                 size, lean = height * rng.uniform(0.8, 1.2), rng.uniform(-0.25, 0.25)
-            digit = next(it)
+            digit = next(digits)
             if reshaped:
                 wide = (aspect * np.exp(rng.normal(0, shape.aspect_spread)) if one_hand
                         else field_aspect(shape, rng))
@@ -87,6 +80,20 @@ def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
             items.append(("m", mark("-", height, pen, rng)))
         else:
             items.append(("m", mark(g, height, pen, rng)))
+    return items
+
+
+def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
+             rng: np.random.Generator, height: float) -> tuple[np.ndarray, list, list, float]:
+    """Ink of the handwritten row; the digits' spans and the marks' spans; pen width."""
+    pen = height * rng.uniform(0.07, 0.13)
+    # Drawn only when asked for, so that fields of other configs keep their random streams.
+    change = rng.uniform(*cfg.pen_change) * height if cfg.pen_change != (0.0, 0.0) else 0.0
+    pen = max(1.0, pen + change)
+    max_gap = 0.45
+    if cfg.spaced > 0 and rng.random() < cfg.spaced:
+        max_gap = rng.uniform(0.45, cfg.wide_gap)
+    items = _write(glyphs, iter(digits), cfg, rng, height, pen, change)
     tallest = max(a.shape[0] for _, a in items)
     pad = int(0.5 * height)
     canvas_h = tallest + 2 * pad
