@@ -34,12 +34,11 @@ from recognizer.reader.model import CANVAS_H, CANVAS_W
 #: How the reader's training fields are drawn: longer fields, more touching digits, one
 #: hand per field for most, more small numbers in large cells, paler pens, pens from far
 #: thinner to a little thicker than the digits' own strokes, a quarter of fields spaced
-#: widely, and half cut tight to the handwriting's columns (margins alone add paper beside
-#: it), unlike the field tests'. The digits keep their shapes (``DigitShape``) until a
-#: rebuilt reader shows that changing them helps (docs/reader.md).
+#: widely, half cut tight to the handwriting's columns (margins alone add paper beside
+#: it), and most fields' digits in other writers' shapes, unlike the field tests'.
 READER_FORMS = FormConfig(lengths=(1, 10), touching=0.3, same_hand=0.7, p_large_cell=0.4,
                           p_end_mark=0.3, ink_level=(0.3, 1.0), pen_change=(-0.09, 0.03), spaced=0.25,
-                          tight_columns=0.5, digit_shape=DigitShape(p=0.0))
+                          tight_columns=0.5, digit_shape=DigitShape(p=0.8))
 #: Share of fields with no handwriting at all (lines, print, background): read as nothing.
 BLANK_SHARE = 0.03
 #: Fields per task of the parallel generation.
