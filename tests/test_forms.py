@@ -131,6 +131,75 @@ def test_a_field_of_reshaped_digits_is_another_field_with_the_same_truth(mnist_t
     assert not np.array_equal(fields["plain"].image, fields["wide"].image)
 
 
+def _placed_pair(images: np.ndarray, gap: int) -> tuple[np.ndarray, list, int]:
+    """A canvas with two rendered digits ``gap`` pixels apart on one base line."""
+    rng = np.random.default_rng(0)
+    a, b = (render_digit(images[i], rng, 40.0, 0.0) for i in (0, 1))
+    canvas = np.zeros((80, 200), np.float32)
+    baseline, placed, left = 70, [], 20
+    for ink in (a, b):
+        top = baseline - ink.shape[0]
+        region = canvas[top:baseline, left:left + ink.shape[1]]
+        np.maximum(region, ink, out=region)
+        placed.append(("d", top, left, ink))
+        left += ink.shape[1] + gap
+    return canvas, placed, baseline
+
+
+def test_cursive_strokes_join_near_digits_and_lead_into_a_run(mnist_test_raw):
+    from recognizer.data.forms.cursive import Cursive, connect
+
+    images, _ = mnist_test_raw
+    joined, placed, baseline = _placed_pair(images, 8)
+    plain = joined.copy()
+    connect(joined, placed, Cursive(p=1.0, p_join=1.0, p_lead_in=0.0), np.random.default_rng(1),
+            4.0, 40.0, baseline)
+    _, t0, l0, ink0 = placed[0]
+    _, t1, l1, _ = placed[1]
+    added = (joined > 0.5) & ~(plain > 0.5)
+    # New ink lies between the digits' boxes, and none left of the first digit.
+    assert added[:, l0 + ink0.shape[1]:l1].any()
+    assert not added[:, :l0].any()
+
+    lead, placed, baseline = _placed_pair(images, 8)
+    plain = lead.copy()
+    connect(lead, placed, Cursive(p=1.0, p_join=0.0, p_lead_in=1.0), np.random.default_rng(1),
+            4.0, 40.0, baseline)
+    added = (lead > 0.5) & ~(plain > 0.5)
+    first_ink = int(np.flatnonzero(plain.max(0) > 0.5)[0])
+    assert added[:, :first_ink].any() and added[baseline - 3:, :first_ink].any()
+
+    # Digits further apart than a pen travels joined stay apart; p=0 draws nothing.
+    far, placed, baseline = _placed_pair(images, 40)
+    plain = far.copy()
+    connect(far, placed, Cursive(p=1.0, p_join=1.0, p_lead_in=0.0), np.random.default_rng(1),
+            4.0, 40.0, baseline)
+    assert np.array_equal(far, plain)
+    connect(far, placed, Cursive(p=0.0, p_join=1.0, p_lead_in=1.0), np.random.default_rng(1),
+            4.0, 40.0, baseline)
+    assert np.array_equal(far, plain)
+
+
+def test_a_cursive_row_is_the_same_digits_with_strokes_added(mnist_test_raw):
+    from dataclasses import replace
+
+    from recognizer.data.forms.cursive import Cursive
+    from recognizer.data.forms.layout import compose
+
+    images, labels = mnist_test_raw
+    digits, text = [images[i] for i in range(6)], [int(labels[i]) for i in range(6)]
+    plain = FormConfig(same_hand=1.0)
+    cursive = replace(plain, cursive=Cursive(p=1.0, p_join=1.0, p_lead_in=1.0))
+    glyphs = [str(d) for d in text]
+    a, spans_a, _, _ = compose(glyphs, digits, plain, np.random.default_rng(3), 40.0)
+    b, spans_b, _, _ = compose(glyphs, digits, cursive, np.random.default_rng(3), 40.0)
+    assert spans_a == spans_b and a.shape == b.shape
+    # Strokes are only added: every digit's ink stays, and there is more of it.
+    assert np.all(b >= a) and np.count_nonzero(b > 0.5) > np.count_nonzero(a > 0.5)
+    field = make_form_field(digits, text, np.random.default_rng(3), cursive)
+    assert field.text == "".join(map(str, text)) and len(field.spans) == len(text)
+
+
 def _widest_run(row: np.ndarray) -> int:
     """The longest run of stroke pixels (>= 128) in a row of a light-on-dark digit."""
     edges = np.flatnonzero(np.diff(np.r_[0, (row >= 128).astype(int), 0]))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recognizer.data.forms.cursive import Cursive
 from recognizer.data.forms.shape import DigitShape
 
 #: Separators that keep their place in a field's raw reading.
@@ -64,6 +65,9 @@ class FormConfig:
     #: Other writers' proportions and wobble: each digit's aspect, angle and strokes
     #: changed before it is written (off by default).
     digit_shape: DigitShape = DigitShape()
+    #: Digits joined by the pen's path and runs started with a lead-in stroke (off by
+    #: default).
+    cursive: Cursive = Cursive()
 
 
 @dataclass

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from recognizer.data.forms.config import FormConfig
+from recognizer.data.forms.cursive import connect
 from recognizer.data.forms.pen import mark
 from recognizer.data.forms.shape import field_aspect, reshape
 from recognizer.data.synth_fields import render_digit, touch_offset
@@ -101,7 +102,7 @@ def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
     canvas = np.zeros((canvas_h, canvas_w), np.float32)
     baseline = pad + tallest
     x = pad
-    spans, mark_spans = [], []
+    spans, mark_spans, placed = [], [], []
     prev_digit = False
     for kind, ink in items:
         h, w = ink.shape
@@ -119,11 +120,13 @@ def compose(glyphs: list[str], digits: list[np.ndarray], cfg: FormConfig,
         left = min(left, canvas_w - w)
         region = canvas[top:top + h, left:left + w]
         np.maximum(region, ink, out=region)
+        placed.append((kind, top, left, ink))
         cols = np.flatnonzero(ink.max(0) > 0.3)
         span = (left + int(cols[0]), left + int(cols[-1]) + 1) if cols.size else (left, left + w)
         (spans if kind == "d" else mark_spans).append(span)
         x = max(x, left + w)
         prev_digit = kind == "d"
+    connect(canvas, placed, cfg.cursive, rng, pen, height, baseline)
     return canvas[:, :x + pad], spans, mark_spans, pen
 
 
