@@ -3,6 +3,7 @@ fields, and its training through the one loop (in this process and on Ray Train)
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -47,6 +48,30 @@ def test_the_codec_reads_back_what_it_encodes():
     assert reading.columns == ((1, 2), (4, 4), (5, 5), (7, 7))
     assert len(reading.confidences) == 4 and 0 < reading.path_probability < 0.9 ** len(path) + 1e-6
     assert set(ALPHABET) == set("0123456789.,-/=")
+
+
+def test_a_readings_probability_sums_over_its_alignments():
+    import itertools
+
+    from recognizer.reader.codec import decode_batch, sequence_probabilities
+
+    # A sure 7 whose column is split between the 7 and the blank: the greedy path is
+    # only half likely, the reading "7" is sure.
+    probs = np.zeros((1, 3, CLASSES), np.float32)
+    probs[0, 0, 8] = 1.0
+    probs[0, 1, [BLANK, 8]] = 0.5
+    probs[0, 2, BLANK] = 1.0
+    (reading,) = decode_batch(probs)
+    assert reading.raw == "7" and reading.path_probability == pytest.approx(0.5)
+    assert reading.probability == pytest.approx(1.0, abs=1e-5)
+    # Over every string that 3 columns can collapse to, the probabilities sum to 1.
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=3).astype(np.float32)
+    field = np.zeros((1, 3, CLASSES), np.float32)
+    field[0, :, [BLANK, 2, 3]] = p.T  # blank, "1", "2"
+    strings = {"".join(s) for n in range(4) for s in itertools.product("12", repeat=n)}
+    total = sum(float(sequence_probabilities(field, [s])[0]) for s in strings)
+    assert total == pytest.approx(1.0, abs=1e-4)
 
 
 def test_the_input_keeps_the_crop_whole_and_refuses_blank_paper():
@@ -274,6 +299,18 @@ def test_the_reader_trains_in_the_one_loop_into_the_final_checkpoint_and_resumes
     assert model.meta["recipe"]["reader_epochs"] == 1
     assert resumed.meta["recipe"]["reader_epochs"] == 2  # the recipe says what made the reader
     assert [os.path.getmtime(tmp_path / "r" / p) for p in cached] == stamps
+    # Run again, a final checkpoint calibrated on the greedy path alone (as before the
+    # sequence probability) has its reader calibration fitted again.
+    meta_path = os.path.join(second.checkpoint, checkpoint.META_FILE)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    old = {"slope": 1.0, "per_digit": 0.1, "bias": 1.0, "fields": 9, "source": "old", "form": "logit"}
+    meta["reader"]["calibration"] = old
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    third = local.run(_tiny(mnist_dir, str(tmp_path), epochs=2))
+    refitted = recognizer.load(third.checkpoint).meta["reader"]["calibration"]
+    assert refitted != old and (refitted is None or refitted["measure"] == "sequence")
     # The reader reads whole fields: every answer is a result or a typed error.
     from recognizer.data.forms import make_form_fields
 

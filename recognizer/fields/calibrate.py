@@ -25,6 +25,10 @@ FLOOR = 1e-6
 #: confidence) saturates at sigmoid(bias + per_digit * digits) and is kept only to read
 #: checkpoints written before "logit" existed.
 FORMS = ("log", "logit")
+#: Which of a learned reading's probabilities a curve maps: "sequence" (the reading's
+#: string, summed over its alignments) or, in checkpoints calibrated before that existed,
+#: "path" (the greedy path alone). The segmenting reader's curves map its own score.
+MEASURES = ("path", "sequence")
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,14 @@ class Calibration:
     source: str = ""
     #: Metas without the key predate "logit": their curves were fitted in "log".
     form: str = "log"
+    #: Metas without the key predate "sequence" (:data:`MEASURES`).
+    measure: str = "path"
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
             raise ValueError(f"unknown calibration form {self.form!r}; expected one of {FORMS}")
+        if self.measure not in MEASURES:
+            raise ValueError(f"unknown calibration measure {self.measure!r}; expected one of {MEASURES}")
 
     def __call__(self, raw: float, digits: int) -> float:
         """The calibrated confidence of a reading of ``digits`` digits."""
@@ -76,7 +84,7 @@ def _features(raw: np.ndarray, digits: np.ndarray, form: str) -> np.ndarray:
 
 
 def fit(raw: np.ndarray, digits: np.ndarray, right: np.ndarray, source: str = "",
-        ridge: float = 1e-3, steps: int = 50, form: str = "logit") -> Calibration:
+        ridge: float = 1e-3, steps: int = 50, form: str = "logit", measure: str = "path") -> Calibration:
     """Fit the logistic curve to readings' raw confidences, digit counts and whether each
     was right (Newton's method on the log-likelihood, a small ridge for stability).
     The slope is kept positive, so that a higher raw confidence never calibrates lower."""
@@ -94,4 +102,4 @@ def fit(raw: np.ndarray, digits: np.ndarray, right: np.ndarray, source: str = ""
         if np.abs(step).max() < 1e-8:
             break
     return Calibration(float(max(w[0], 1e-3)), float(w[1]), float(w[2]), int(len(y)), source,
-                       form)
+                       form, measure)

@@ -8,9 +8,10 @@ place; ``text`` is the digits of ``raw``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
 #: The characters the reader knows, in output order after the blank.
 ALPHABET = "0123456789.,-/="
@@ -57,9 +58,12 @@ class Reading:
     raw: str
     confidences: tuple[float, ...]
     columns: tuple[tuple[int, int], ...]
-    #: Probability of the whole greedy path's collapsed string (product over columns of
-    #: the chosen outputs): the sequence probability the calibration maps.
+    #: Probability of the greedy path alone (product over columns of the chosen outputs).
     path_probability: float
+    #: Probability of ``raw`` summed over every alignment that collapses to it (CTC's
+    #: forward sum): the sequence probability the calibration maps. A sure character
+    #: spread over two columns halves the path's probability but not this one.
+    probability: float = 0.0
 
     @property
     def text(self) -> str:
@@ -84,3 +88,24 @@ def greedy_decode(probs: np.ndarray) -> Reading:
         prev = k
     return Reading("".join(chars), tuple(confs), tuple((a, b) for a, b in cols),
                    float(np.exp(np.log(np.maximum(peak, 1e-12)).sum())))
+
+
+def sequence_probabilities(probs: np.ndarray, raws: list[str]) -> np.ndarray:
+    """For (N, T, CLASSES) output probabilities, each field's probability of its string in
+    ``raws``, summed over all alignments (exp of minus CTC's loss): (N,) float64."""
+    if not len(raws):
+        return np.zeros(0)
+    log_probs = torch.from_numpy(np.log(np.maximum(probs, 1e-12), dtype=np.float32)).transpose(0, 1)
+    targets = torch.tensor([i for r in raws for i in encode(r)], dtype=torch.long)
+    lengths = torch.tensor([len(r) for r in raws], dtype=torch.long)
+    frames = torch.full((len(raws),), probs.shape[1], dtype=torch.long)
+    loss = torch.nn.functional.ctc_loss(log_probs, targets, frames, lengths, blank=BLANK, reduction="none")
+    return np.exp(-loss.double().numpy())  # an impossible string's loss is inf: probability 0
+
+
+def decode_batch(probs: np.ndarray) -> list[Reading]:
+    """:func:`greedy_decode` of each field in (N, T, CLASSES) ``probs``, with each reading's
+    :attr:`Reading.probability`."""
+    readings = [greedy_decode(p) for p in probs]
+    seq = sequence_probabilities(probs, [r.raw for r in readings])
+    return [replace(r, probability=float(q)) for r, q in zip(readings, seq, strict=True)]

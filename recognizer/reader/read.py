@@ -17,7 +17,7 @@ import torch
 
 from recognizer.decode import decode
 from recognizer.errors import ImageError, NoDigits
-from recognizer.reader.codec import CLASSES, Reading, greedy_decode
+from recognizer.reader.codec import CLASSES, Reading, decode_batch
 from recognizer.reader.field_input import Fitted, fit
 from recognizer.reader.model import CANVAS_H, CANVAS_W, COLUMNS, STRIDE, strip_origin, strip_scale
 from recognizer.reader.search import reread_missed
@@ -104,8 +104,10 @@ def _result(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[int, 
                         + (f" (only {reading.raw!r})" if reading.raw else ""))
     boxes = _char_boxes(reading, box, where, shape)
     confs = tuple(reading.confidences[i] for i in digits)
-    confidence = reading.path_probability
+    confidence = reading.probability
     if calibration is not None:
+        if getattr(calibration, "measure", "sequence") == "path":  # calibrated before "sequence"
+            confidence = reading.path_probability
         confidence = calibration(confidence, len(digits))
     if length is not None and len(digits) != length:
         confidence = 0.0  # a reading of another length than the form's is never accepted
@@ -119,12 +121,13 @@ def assemble(plan: CanvasPlan, probs: np.ndarray, boxes: np.ndarray,
     image, in order. ``length``: the number of digits the form holds, when known; a
     reading of another length gets confidence 0."""
     out: list[FieldResult | ImageError] = []
+    readings = iter(decode_batch(probs))
     at = 0
     for entry in plan.entries:
         if isinstance(entry, ImageError):
             out.append(entry)
             continue
         where, shape = entry
-        out.append(_result(greedy_decode(probs[at]), boxes[at], where, shape, calibration, length))
+        out.append(_result(next(readings), boxes[at], where, shape, calibration, length))
         at += 1
     return out

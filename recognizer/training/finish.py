@@ -83,13 +83,14 @@ def finish_run(cfg: TrainConfig, last: str, inputs: RunInputs,
     its validation fields). Returns
     its folder; ``last`` itself when the recipe needs neither, or the final checkpoint
     already there when a finished run is run again (with the reader's newer epochs, if
-    it went on)."""
+    it went on, and its calibration refitted if it predates the sequence measure)."""
     if not _needs_finishing(cfg):
         return last
     folder = last if last.rstrip("/").endswith(FINAL_SUFFIX) else final_name(last)
     if storage.exists(storage.join(folder, checkpoint.META_FILE)):
-        # A finished run run again: the final checkpoint stands unless the reader went on.
-        if _has_reader(folder, reader):
+        # A finished run run again: the final checkpoint stands unless the reader went on
+        # or its calibration maps another of a reading's probabilities than readers use now.
+        if _has_reader(folder, reader) and (reader is None or _calibrated_now(folder)):
             return folder
         return _with_reader(cfg, folder, reader, reader_val)
     from recognizer.fields.calibrate import META_KEY
@@ -117,6 +118,13 @@ def _has_reader(folder: str, reader: str | None) -> bool:
         return True
     weights = storage.read_bytes(storage.join(reader, checkpoint.READER_FILE))
     return checkpoint.read_meta(folder).get(checkpoint.READER_HASH) == hashlib.sha256(weights).hexdigest()
+
+
+def _calibrated_now(folder: str) -> bool:
+    """Whether the final checkpoint ``folder``'s reader calibration maps the readings'
+    sequence probability (:data:`recognizer.fields.calibrate.MEASURES`)."""
+    found = (checkpoint.read_meta(folder).get("reader") or {}).get("calibration")
+    return not isinstance(found, dict) or found.get("measure") == "sequence"
 
 
 def _with_reader(cfg: TrainConfig, folder: str, reader: str, reader_val) -> str:

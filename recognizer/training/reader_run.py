@@ -130,19 +130,19 @@ def fit_reader_calibration(weights: bytes, name: str, val: ReaderFields) -> dict
 
     from recognizer.fields.calibrate import fit
     from recognizer.predict import reader_from_bytes
-    from recognizer.reader.codec import digits_of, greedy_decode
+    from recognizer.reader.codec import decode_batch, digits_of
     from recognizer.reader.read import run
 
     probs, _ = run(reader_from_bytes(name, weights, checkpoint.READER_FILE), val.canvas, torch.device("cpu"))
-    readings = [greedy_decode(p) for p in probs]
+    readings = decode_batch(probs)
     keep = [i for i, r in enumerate(readings) if r.text]
-    raw = np.array([readings[i].path_probability for i in keep])
+    raw = np.array([readings[i].probability for i in keep])
     lengths = np.array([len(readings[i].text) for i in keep])
     right = np.array([readings[i].text == digits_of(val.raws[i]) for i in keep])
     progress(f"reader: {right.sum() / len(val):.2%} of {len(val):,} held-out validation fields read "
              "right; calibrating on them")
     try:
         source = f"{len(keep)} fields synthesized from held-out training digits"
-        return fit(raw, lengths, right, source).to_meta()
+        return fit(raw, lengths, right, source, measure="sequence").to_meta()
     except ValueError:
         return None
