@@ -15,22 +15,26 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from recognizer.data.forms.shape import DigitShape
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """How far each transform goes, and how often each scan effect is applied."""
+    """How far each transform goes, and how often each scan effect is applied. Other
+    writers' shapes (rotation, aspect, elastic wobble) go as far as in the reader's
+    synthesized fields: their defaults are :class:`DigitShape`'s."""
 
-    rotate_deg: float = 10.0
+    rotate_deg: float = DigitShape.rotate_deg
     shear: float = 0.25
     scale: tuple[float, float] = (0.85, 1.1)
-    aspect: tuple[float, float] = (0.8, 1.2)
+    aspect: tuple[float, float] = DigitShape.aspect
     translate_px: float = 2.0
     #: Elastic distortion (other writers' wobble and proportions) on this share of the
     #: batch: a smooth displacement field from a ``elastic_grid`` x ``elastic_grid``
     #: grid of random moves of up to ``elastic_px`` pixels.
-    p_elastic: float = 0.5
-    elastic_px: float = 2.0
-    elastic_grid: int = 4
+    p_elastic: float = DigitShape.p_elastic
+    elastic_px: float = DigitShape.elastic_px
+    elastic_grid: int = DigitShape.elastic_grid
     p_thick: float = 0.12
     p_thin: float = 0.08
     p_blur: float = 0.1

@@ -4,9 +4,9 @@ written into a field.
 The reader's fields are written with a few thousand training digits, each of them many
 hundred times over a run. Writers differ from those digits in more than size and slant:
 some write narrow digits and some wide ones, they tilt single digits, and no two of their
-strokes bend alike. A random aspect, rotation and smooth elastic distortion (as the digit
-model's own training augmentation does, :mod:`recognizer.training.augment`) writes each
-digit in a shape that no other field repeats.
+strokes bend alike. A random aspect, rotation and smooth elastic distortion writes each
+digit in a shape that no other field repeats. The digit model's training augmentation
+(:mod:`recognizer.training.augment`) takes its ranges from :class:`DigitShape`.
 """
 
 from __future__ import annotations
