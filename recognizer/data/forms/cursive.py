@@ -84,7 +84,7 @@ def connect(canvas: np.ndarray, placed: Sequence[Placed], cursive: Cursive, rng:
         return
     lead_in = rng.random() < cursive.p_lead_in
     width = max(1, int(round(pen * rng.uniform(*cursive.width))))
-    level = float(canvas.max()) if canvas.max() > 0 else 1.0
+    level = float(canvas.max()) or 1.0  # the strokes in the field's own ink
     strokes = np.zeros(canvas.shape, np.uint8)
     previous: Placed | None = None
     for glyph in placed:
