@@ -8,7 +8,7 @@ place; ``text`` is the digits of ``raw``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,9 +70,9 @@ class Reading:
         return digits_of(self.raw)
 
 
-def greedy_decode(probs: np.ndarray) -> Reading:
-    """Best path of one field's (T, CLASSES) output probabilities: repeated outputs
-    collapse, blanks drop. A character's confidence is its best column's probability."""
+def _best_path(probs: np.ndarray) -> tuple[str, tuple[float, ...], tuple[tuple[int, int], ...], float]:
+    """Best path of one field's (T, CLASSES) outputs: its string, each character's best
+    column's probability, the columns each was read at, and the path's probability."""
     best = probs.argmax(1)
     peak = probs[np.arange(len(best)), best]
     chars, confs, cols = [], [], []
@@ -86,8 +86,15 @@ def greedy_decode(probs: np.ndarray) -> Reading:
             confs[-1] = max(confs[-1], float(peak[t]))
             cols[-1][1] = t
         prev = k
-    return Reading("".join(chars), tuple(confs), tuple((a, b) for a, b in cols),
-                   float(np.exp(np.log(np.maximum(peak, 1e-12)).sum())))
+    return ("".join(chars), tuple(confs), tuple((a, b) for a, b in cols),
+            float(np.exp(np.log(np.maximum(peak, 1e-12)).sum())))
+
+
+def greedy_decode(probs: np.ndarray) -> Reading:
+    """Best path of one field's (T, CLASSES) output probabilities: repeated outputs
+    collapse, blanks drop. A character's confidence is its best column's probability.
+    :attr:`Reading.probability` is left 0 here; :func:`decode_batch` fills it."""
+    return Reading(*_best_path(probs))
 
 
 def sequence_probabilities(probs: np.ndarray, raws: list[str]) -> np.ndarray:
@@ -106,6 +113,6 @@ def sequence_probabilities(probs: np.ndarray, raws: list[str]) -> np.ndarray:
 def decode_batch(probs: np.ndarray) -> list[Reading]:
     """:func:`greedy_decode` of each field in (N, T, CLASSES) ``probs``, with each reading's
     :attr:`Reading.probability`."""
-    readings = [greedy_decode(p) for p in probs]
-    seq = sequence_probabilities(probs, [r.raw for r in readings])
-    return [replace(r, probability=float(q)) for r, q in zip(readings, seq, strict=True)]
+    paths = [_best_path(p) for p in probs]
+    seq = sequence_probabilities(probs, [raw for raw, *_ in paths])
+    return [Reading(*path, probability=float(q)) for path, q in zip(paths, seq, strict=True)]

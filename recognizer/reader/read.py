@@ -9,8 +9,9 @@ outputs into :class:`~recognizer.results.FieldResult`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,9 +24,16 @@ from recognizer.reader.model import CANVAS_H, CANVAS_W, COLUMNS, STRIDE, strip_o
 from recognizer.reader.search import reread_missed
 from recognizer.results import FieldResult
 
-#: Maps a reading's sequence probability and digit count to the chance it is right
-#: (:class:`recognizer.fields.calibrate.Calibration`).
-Calibrate = Callable[[float, int], float]
+
+class Calibrate(Protocol):
+    """Maps a reading's probability and digit count to the chance it is right
+    (:class:`recognizer.fields.calibrate.Calibration`); ``measure`` names which of the
+    reading's probabilities it was fitted on ("sequence" or "path")."""
+
+    measure: str
+
+    def __call__(self, raw: float, digits: int) -> float: ...
+
 #: Fields per network call.
 BATCH = 256
 
@@ -106,9 +114,8 @@ def _result(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[int, 
     confs = tuple(reading.confidences[i] for i in digits)
     confidence = reading.probability
     if calibration is not None:
-        if getattr(calibration, "measure", "sequence") == "path":  # calibrated before "sequence"
-            confidence = reading.path_probability
-        confidence = calibration(confidence, len(digits))
+        measured = reading.path_probability if calibration.measure == "path" else reading.probability
+        confidence = calibration(measured, len(digits))
     if length is not None and len(digits) != length:
         confidence = 0.0  # a reading of another length than the form's is never accepted
     return FieldResult(reading.text, confs, confidence, tuple(boxes[i] for i in digits), reading.raw)

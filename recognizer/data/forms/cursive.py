@@ -46,24 +46,16 @@ class Cursive:
 Placed = tuple[str, int, int, np.ndarray]
 
 
-def _exit(top: int, left: int, ink: np.ndarray) -> tuple[float, float] | None:
-    """Where the pen leaves a digit: the right-most ink of its lower two thirds."""
+def _pen_at(top: int, left: int, ink: np.ndarray, leaving: bool) -> tuple[float, float] | None:
+    """Where the pen leaves a digit (``leaving``: the right-most ink of its lower two
+    thirds) or enters it (the left-most ink of its upper two thirds)."""
     h = ink.shape[0]
-    ys, xs = np.nonzero(ink[h // 3:] > 0.5)
+    first = h // 3 if leaving else 0
+    ys, xs = np.nonzero(ink[first: h if leaving else max(1, 2 * h // 3)] > 0.5)
     if xs.size == 0:
         return None
-    x = xs.max()
-    return left + float(x), top + h // 3 + float(ys[xs == x].mean())
-
-
-def _entry(top: int, left: int, ink: np.ndarray) -> tuple[float, float] | None:
-    """Where the pen enters a digit: the left-most ink of its upper two thirds."""
-    h = ink.shape[0]
-    ys, xs = np.nonzero(ink[: max(1, 2 * h // 3)] > 0.5)
-    if xs.size == 0:
-        return None
-    x = xs.min()
-    return left + float(x), top + float(ys[xs == x].mean())
+    x = xs.max() if leaving else xs.min()
+    return left + float(x), top + first + float(ys[xs == x].mean())
 
 
 def _curve(a: tuple[float, float], b: tuple[float, float], sag: float, floor: float) -> np.ndarray:
@@ -92,10 +84,10 @@ def connect(canvas: np.ndarray, placed: Sequence[Placed], cursive: Cursive, rng:
         if kind != "d":
             previous = None
             continue
-        entry = _entry(top, left, ink)
+        entry = _pen_at(top, left, ink, leaving=False)
         start, reach = None, cursive.max_join * height
         if previous is not None and rng.random() < cursive.p_join:
-            start = _exit(*previous[1:])
+            start = _pen_at(*previous[1:], leaving=True)
         elif previous is None and lead_in and entry is not None:
             reach = cursive.lead_in[1] * height + 1
             start = (entry[0] - rng.uniform(*cursive.lead_in) * height, float(baseline))
