@@ -63,7 +63,7 @@ class Reading:
     #: Probability of ``raw`` summed over every alignment that collapses to it (CTC's
     #: forward sum): the sequence probability the calibration maps. A sure character
     #: spread over two columns halves the path's probability but not this one.
-    probability: float = 0.0
+    probability: float
 
     @property
     def text(self) -> str:
@@ -93,8 +93,8 @@ def _best_path(probs: np.ndarray) -> tuple[str, tuple[float, ...], tuple[tuple[i
 def greedy_decode(probs: np.ndarray) -> Reading:
     """Best path of one field's (T, CLASSES) output probabilities: repeated outputs
     collapse, blanks drop. A character's confidence is its best column's probability.
-    :attr:`Reading.probability` is left 0 here; :func:`decode_batch` fills it."""
-    return Reading(*_best_path(probs))
+    Many fields at once: :func:`decode_batch`."""
+    return decode_batch(probs[None])[0]
 
 
 def sequence_probabilities(probs: np.ndarray, raws: list[str]) -> np.ndarray:

@@ -34,6 +34,7 @@ class Calibrate(Protocol):
 
     def __call__(self, raw: float, digits: int) -> float: ...
 
+
 #: Fields per network call.
 BATCH = 256
 
