@@ -200,6 +200,40 @@ def test_a_cursive_row_is_the_same_digits_with_strokes_added(mnist_test_raw):
     assert field.text == "".join(map(str, text)) and len(field.spans) == len(text)
 
 
+def test_pen_model_digits_are_digits_that_a_digit_model_reads(mnist_test_raw):
+    from dataclasses import replace
+
+    from recognizer.data.forms.strokes import SHAPES, StrokeDigits, draw, writer
+
+    rng = np.random.default_rng(0)
+    spec = StrokeDigits(p=1.0)
+    labels = np.arange(600) % 10
+    hands = [writer(spec, rng) for _ in labels]
+    drawn = np.stack([draw(hand, int(d)) for hand, d in zip(hands, labels, strict=True)])
+    assert drawn.shape == (600, 28, 28) and drawn.dtype == np.uint8
+    # Every shape of every digit is written by some writer.
+    for digit, shapes in SHAPES.items():
+        assert len({id(h.shapes[digit]) for h in hands}) == len(shapes)
+    # The bundled digit model, trained on other writers' digits, reads them as their
+    # digits (a 1 with a long up-stroke may pass for a 7: that is the shape it lacks).
+    read = np.array(recognizer.load().predict(255 - drawn).labels)
+    assert (read == labels).mean() >= 0.95
+    assert all((read[labels == d] == d).mean() >= 0.8 for d in range(10))
+    # One writer keeps its shape: two of its 4s are closer to each other than to
+    # another writer's 4 of another shape.
+    a, b = hands[4], next(h for h in hands[4::10] if h.shapes[4] is not hands[4].shapes[4])
+    first, again, other = (draw(h, 4).astype(float) for h in (a, a, b))
+    assert np.abs(first - again).sum() < np.abs(first - other).sum()
+    # In a field they keep the field's truth.
+    images, truth = mnist_test_raw
+    digits, text = [images[i] for i in range(6)], [int(truth[i]) for i in range(6)]
+    cfg = replace(FormConfig(same_hand=1.0), strokes=spec)
+    field = make_form_field(digits, text, np.random.default_rng(3), cfg)
+    plain = make_form_field(digits, text, np.random.default_rng(3), FormConfig(same_hand=1.0))
+    assert field.text == plain.text == "".join(map(str, text)) and len(field.spans) == len(text)
+    assert field.image.shape != plain.image.shape or not np.array_equal(field.image, plain.image)
+
+
 def _widest_run(row: np.ndarray) -> int:
     """The longest run of stroke pixels (>= 128) in a row of a light-on-dark digit."""
     edges = np.flatnonzero(np.diff(np.r_[0, (row >= 128).astype(int), 0]))

@@ -11,6 +11,7 @@ which columns each digit's ink holds.
 
 * :mod:`.layout`: the row of digits and the marks among them;
 * :mod:`.shape`: each digit in another writer's proportions and wobble;
+* :mod:`.strokes`: digits drawn by a pen model, in shapes the training digits lack;
 * :mod:`.cursive`: strokes that join neighbouring digits and lead into a run of them;
 * :mod:`.pen`: separators, end marks and underlines;
 * :mod:`.printed`: words, signs, backgrounds, ruling lines and boxes;

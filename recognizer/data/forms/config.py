@@ -9,6 +9,7 @@ import numpy as np
 
 from recognizer.data.forms.cursive import Cursive
 from recognizer.data.forms.shape import DigitShape
+from recognizer.data.forms.strokes import StrokeDigits
 
 #: Separators that keep their place in a field's raw reading.
 SEPARATORS = ".,-/="
@@ -68,6 +69,9 @@ class FormConfig:
     #: Digits joined by the pen's path and runs started with a lead-in stroke (off by
     #: default).
     cursive: Cursive = Cursive()
+    #: Fields whose digits are drawn by a pen model, in shapes the training digits lack
+    #: (off by default).
+    strokes: StrokeDigits = StrokeDigits()
 
 
 @dataclass

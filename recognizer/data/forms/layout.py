@@ -11,6 +11,7 @@ from recognizer.data.forms.config import FormConfig
 from recognizer.data.forms.cursive import connect
 from recognizer.data.forms.pen import mark
 from recognizer.data.forms.shape import field_aspect, reshape
+from recognizer.data.forms.strokes import draw, writer
 from recognizer.data.synth_fields import render_digit, touch_offset
 
 
@@ -64,6 +65,8 @@ def _write(glyphs: list[str], digits, cfg: FormConfig, rng: np.random.Generator,
     # Drawn only when asked for, so that fields of other configs keep their random streams.
     reshaped = shape.p > 0 and rng.random() < shape.p
     aspect = field_aspect(shape, rng) if reshaped and one_hand else 1.0
+    drawn = cfg.strokes.p > 0 and rng.random() < cfg.strokes.p
+    hand = writer(cfg.strokes, rng) if drawn else None
     for g in glyphs:
         if g.isdigit():
             if one_hand:
@@ -71,6 +74,8 @@ def _write(glyphs: list[str], digits, cfg: FormConfig, rng: np.random.Generator,
             else:
                 size, lean = height * rng.uniform(0.8, 1.2), rng.uniform(-0.25, 0.25)
             digit = next(digits)
+            if hand is not None:  # the field's digits in a pen model's shapes instead
+                digit = draw(hand, int(g))
             if reshaped:
                 wide = (aspect * np.exp(rng.normal(0, shape.aspect_spread)) if one_hand
                         else field_aspect(shape, rng))
