@@ -209,7 +209,7 @@ def test_pen_model_digits_are_digits_that_a_digit_model_reads(mnist_test_raw):
     spec = StrokeDigits(p=1.0)
     labels = np.arange(600) % 10
     hands = [writer(spec, rng) for _ in labels]
-    drawn = np.stack([draw(hand, int(d)) for hand, d in zip(hands, labels, strict=True)])
+    drawn = np.stack([draw(hand, int(d), rng) for hand, d in zip(hands, labels, strict=True)])
     assert drawn.shape == (600, 28, 28) and drawn.dtype == np.uint8
     # Every shape of every digit is written by some writer.
     for digit, shapes in SHAPES.items():
@@ -222,7 +222,7 @@ def test_pen_model_digits_are_digits_that_a_digit_model_reads(mnist_test_raw):
     # One writer keeps its shape: two of its 4s are closer to each other than to
     # another writer's 4 of another shape.
     a, b = hands[4], next(h for h in hands[4::10] if h.shapes[4] is not hands[4].shapes[4])
-    first, again, other = (draw(h, 4).astype(float) for h in (a, a, b))
+    first, again, other = (draw(h, 4, rng).astype(float) for h in (a, a, b))
     assert np.abs(first - again).sum() < np.abs(first - other).sum()
     # In a field they keep the field's truth.
     images, truth = mnist_test_raw

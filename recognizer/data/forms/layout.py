@@ -75,7 +75,7 @@ def _write(glyphs: list[str], digits, cfg: FormConfig, rng: np.random.Generator,
                 size, lean = height * rng.uniform(0.8, 1.2), rng.uniform(-0.25, 0.25)
             digit = next(digits)
             if hand is not None:  # the field's digits in a pen model's shapes instead
-                digit = draw(hand, int(g))
+                digit = draw(hand, int(g), rng)
             if reshaped:
                 wide = (aspect * np.exp(rng.normal(0, shape.aspect_spread)) if one_hand
                         else field_aspect(shape, rng))

@@ -14,7 +14,7 @@ that everything after it (reshaping, size, slant, pen, cursive joins) applies un
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -122,7 +122,6 @@ class Writer:
     shapes: dict[int, list[Stroke]]
     moves: dict[int, list[list[np.ndarray]]]
     width: float
-    rng: np.random.Generator = field(repr=False)
 
 
 def writer(spec: StrokeDigits, rng: np.random.Generator) -> Writer:
@@ -133,7 +132,7 @@ def writer(spec: StrokeDigits, rng: np.random.Generator) -> Writer:
         shape = options[int(rng.integers(len(options)))]
         shapes[digit] = shape
         moves[digit] = [[rng.normal(0, jitter, piece.shape) for piece in stroke] for stroke in shape]
-    return Writer(spec, shapes, moves, rng.uniform(*spec.width), rng)
+    return Writer(spec, shapes, moves, rng.uniform(*spec.width))
 
 
 def _smooth(points: np.ndarray) -> np.ndarray:
@@ -152,10 +151,10 @@ def _smooth(points: np.ndarray) -> np.ndarray:
     return np.vstack(out)
 
 
-def draw(hand: Writer, digit: int) -> np.ndarray:
-    """``digit`` in ``hand``'s shape, with this digit's own wobble: 28x28 light-on-dark
-    uint8, its ink ``_HEIGHT`` pixels tall and centred, like a training digit."""
-    rng = hand.rng
+def draw(hand: Writer, digit: int, rng: np.random.Generator) -> np.ndarray:
+    """``digit`` in ``hand``'s shape, with this digit's own wobble drawn from ``rng``:
+    28x28 light-on-dark uint8, its ink ``_HEIGHT`` pixels tall and centred, like a
+    training digit."""
     lines = []
     for stroke, moves in zip(hand.shapes[digit], hand.moves[digit], strict=True):
         pieces, end = [], None
