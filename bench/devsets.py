@@ -40,7 +40,8 @@ BATCH = 200
 FIVE_DIGIT_FIELDS = 2000
 
 
-def _read(model: recognizer.Recognizer, images: list, reader: str) -> tuple[list, float]:
+def read_set(model: recognizer.Recognizer, images: list, reader: str) -> tuple[list, float]:
+    """A set read by one reader, in batches as a job would: the results and the seconds."""
     t0 = time.perf_counter()
     results = []
     for i in range(0, len(images), BATCH):
@@ -48,7 +49,8 @@ def _read(model: recognizer.Recognizer, images: list, reader: str) -> tuple[list
     return results, time.perf_counter() - t0
 
 
-def _score(results: list, texts: list[str], raws: list[str] | None, seconds: float | None) -> dict:
+def score_set(results: list, texts: list[str], raws: list[str] | None, seconds: float | None) -> dict:
+    """Exact rate, its ±, per-digit accuracy, wrong lengths, accept rates and speed."""
     scores = score_fields(results, texts)
     out = {"fields": scores["fields"], "exact": scores["exact"], "plus_minus": scores["plus_minus"],
            "digit_accuracy": 1 - scores["char_error_rate"], "wrong_length": scores["wrong_length"],
@@ -110,12 +112,12 @@ def run(checkpoint: str, data_dir: str) -> dict:
         out["readers"][reader], read[reader] = {}, {}
         for name, (images, texts, raws) in sets.items():
             print(f"   {reader}: {name}", flush=True)
-            read[reader][name], seconds = _read(model, images, reader)
-            out["readers"][reader][name] = _score(read[reader][name], texts, raws, seconds)
+            read[reader][name], seconds = read_set(model, images, reader)
+            out["readers"][reader][name] = score_set(read[reader][name], texts, raws, seconds)
     if len(read) == 2:
         # Not a product path: what choosing the surer of the two readings would give.
         out["readers"]["surer of both (offline)"] = {
-            name: _score(_surer(read["learned"][name], read["segmenting"][name]), texts, raws, None)
+            name: score_set(_surer(read["learned"][name], read["segmenting"][name]), texts, raws, None)
             for name, (_, texts, raws) in sets.items()}
         out["both_agree"] = {name: _agreement(read["learned"][name], read["segmenting"][name], texts)
                              for name, (_, texts, _) in sets.items()}
