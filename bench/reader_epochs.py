@@ -14,19 +14,19 @@ checkpoint's, so the accept rates are approximate for the other readers).
 from __future__ import annotations
 
 import argparse
-import json
 
 from bench.devsets import dev_sets, read_set, score_set
 from recognizer import checkpoint, predict, settings
 from recognizer.runtime import storage
+from recognizer.training.reader_run import read_reader_meta
 
 
-def use_reader(model: predict.Recognizer, folder: str) -> None:
-    """Put the reader of the reader checkpoint ``folder`` into ``model``."""
-    meta = json.loads(storage.read_bytes(storage.join(folder, "meta.json")))
-    raw = storage.read_bytes(storage.join(folder, checkpoint.READER_FILE))
-    reader = predict.reader_from_bytes(meta["name"], raw, folder)
-    model.reader = predict._reader_for_inference(reader, model.device)
+def with_reader(model: predict.Recognizer, folder: str) -> predict.Recognizer:
+    """``model`` with the reader of the reader checkpoint ``folder`` in place of its own."""
+    name = read_reader_meta(folder)["name"]
+    uri = storage.join(folder, checkpoint.READER_FILE)
+    reader = predict.reader_from_bytes(name, storage.read_bytes(uri), uri)
+    return predict.Recognizer(model.model, model.meta, model.device, model.batch_size, model.splitter, reader)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,13 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", help="the checkpoint the readers read in (default: the bundled model)")
     p.add_argument("--data", help=f"MNIST folder (default ${settings.DATA_ENV})")
     args = p.parse_args(argv)
-    model = predict.load(args.checkpoint)
+    base = predict.load(args.checkpoint)
     sets = dev_sets(settings.data_dir(args.data))
     print("| reader | " + " | ".join(sets) + " |")
     print("| --- |" + " ---: |" * len(sets))
     for folder in args.readers:
-        if folder != "bundled":
-            use_reader(model, folder)
+        model = base if folder == "bundled" else with_reader(base, folder)
         cells = []
         for images, texts, raws in sets.values():
             results, _ = read_set(model, images, "learned")

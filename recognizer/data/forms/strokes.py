@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from recognizer.data.forms.pen import stroke as pen_stroke
 
 #: Each digit's shapes, as a pen writes them. Points are "x y" in hundredths of the
 #: digit's height (y downwards), joined by a smooth curve; "|" is a corner (the next
@@ -94,9 +95,8 @@ _PARSED = {digit: [parse(s) for s in shapes] for digit, shapes in SHAPES.items()
 #: Digits are drawn this tall (in pixels) in their 28x28 box, like the training digits.
 _HEIGHT = 20
 _BOX = 28
-#: Points drawn per piece between two control points, and the drawing's supersampling.
+#: Points drawn per piece between two control points.
 _STEPS = 8
-_SCALE = 4
 
 
 @dataclass(frozen=True)
@@ -169,9 +169,7 @@ def draw(hand: Writer, digit: int, rng: np.random.Generator) -> np.ndarray:
     lo, hi = allpts.min(0), allpts.max(0)
     scale = _HEIGHT / max(hi[1] - lo[1], 1e-6)
     centre = (lo + hi) / 2
-    layer = np.zeros((_BOX * _SCALE, _BOX * _SCALE), np.uint8)
+    ink = np.zeros((_BOX, _BOX), np.float32)
     for line in lines:
-        px = ((line - centre) * scale + _BOX / 2) * _SCALE
-        cv2.polylines(layer, [np.round(px).astype(np.int32).reshape(-1, 1, 2)], False, 255,
-                      max(1, int(round(hand.width * _SCALE))), cv2.LINE_AA)
-    return cv2.resize(layer, (_BOX, _BOX), interpolation=cv2.INTER_AREA)
+        pen_stroke(ink, (line - centre) * scale + _BOX / 2, hand.width)
+    return np.rint(ink * 255).astype(np.uint8)
