@@ -28,7 +28,6 @@ import numpy as np
 from recognizer.data.forms import FormConfig, make_form_field
 from recognizer.data.forms.cursive import Cursive
 from recognizer.data.forms.shape import DigitShape
-from recognizer.data.forms.strokes import StrokeDigits
 from recognizer.errors import BlankImage
 from recognizer.reader.field_input import fit
 from recognizer.reader.model import CANVAS_H, CANVAS_W
@@ -37,13 +36,13 @@ from recognizer.reader.model import CANVAS_H, CANVAS_W
 #: hand per field for most, more small numbers in large cells, paler pens, pens from far
 #: thinner to a little thicker than the digits' own strokes, a quarter of fields spaced
 #: widely, half cut tight to the handwriting's columns (margins alone add paper beside
-#: it), most fields' digits in other writers' shapes, a share written cursively (digits
-#: joined, runs led in from the base line) and a share in a pen model's digit shapes
-#: (allographs the training digits lack), unlike the field tests'.
+#: it), most fields' digits in other writers' shapes and a share written cursively
+#: (digits joined, runs led in from the base line), unlike the field tests'. The pen
+#: model's digits (``FormConfig.strokes``) are off: docs/reader.md says why.
 READER_FORMS = FormConfig(lengths=(1, 10), touching=0.3, same_hand=0.7, p_large_cell=0.4,
                           p_end_mark=0.3, ink_level=(0.3, 1.0), pen_change=(-0.09, 0.03), spaced=0.25,
                           tight_columns=0.5, digit_shape=DigitShape(p=0.8),
-                          cursive=Cursive(p=0.3), strokes=StrokeDigits(p=0.3))
+                          cursive=Cursive(p=0.3))
 #: Share of fields with no handwriting at all (lines, print, background): read as nothing.
 BLANK_SHARE = 0.03
 #: Fields per task of the parallel generation.
