@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
+
+if TYPE_CHECKING:
+    from recognizer.reader.read import Outputs
 
 #: Latency buckets (seconds) of batch inference, shared by driver and actor metrics.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -74,9 +78,9 @@ class ModelActor:
             self._images.inc(len(x))
         return probs, seconds
 
-    def read(self, canvas: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], float]:
-        """((per-column probabilities, boxes), seconds) of the learned field reader on fitted
-        uint8 canvases (``Recognizer.read_tensors``)."""
+    def read(self, canvas: np.ndarray) -> tuple[Outputs, float]:
+        """(outputs, seconds) of the learned field reader on fitted uint8 canvases
+        (``Recognizer.read_tensors``)."""
         start = time.perf_counter()
         outputs = self.model.read_tensors(canvas)
         seconds = time.perf_counter() - start

@@ -132,10 +132,11 @@ class _Fields:
 
     def collect(self, item: tuple) -> float | None:
         from recognizer.fields import assemble_fields
+        from recognizer.reader.read import Outputs
 
         plan, ref = item
         if ref is None and plan.learned:  # no field decoded: every one of the batch failed
-            probs, seconds = (np.zeros((0, 1, 1), np.float32), np.zeros((0, 4), np.float32)), None
+            probs, seconds = Outputs.empty(), None
         elif ref is None:  # no piece to read: every field of the batch failed
             probs, seconds = np.zeros((0, settings.DIGITS + 1), np.float32), None
         else:

@@ -7,6 +7,7 @@ for field reading.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from recognizer.errors import CheckpointError
 from recognizer.preprocess import as_image_list, preprocess_many
 from recognizer.results import Predictions
 from recognizer.splitter import Splitter, from_state
+
+if TYPE_CHECKING:
+    from recognizer.reader.read import Outputs
 
 __all__ = ["Predictions", "Recognizer", "load", "load_reader", "load_splitter", "select_device"]
 
@@ -70,9 +74,9 @@ class Recognizer:
                 out[i:i + len(xb), :probs.shape[1]] = probs.cpu().numpy()
         return out
 
-    def read_tensors(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read_tensors(self, canvas: np.ndarray) -> Outputs:
         """The field reader on fitted uint8 canvases (``recognizer.reader.read.prepare``):
-        per-column probabilities and the boxes read at (``recognizer.reader.read.run``)."""
+        its :class:`~recognizer.reader.read.Outputs` (``recognizer.reader.read.run``)."""
         from recognizer.reader.read import run
 
         if self.reader is None:

@@ -42,6 +42,7 @@ from recognizer.fields.calibrate import Calibration
 from recognizer.fields.read import reader_calibration
 from recognizer.predict import Recognizer, load, select_device
 from recognizer.preprocess import as_image_list, preprocess, preprocess_many
+from recognizer.reader.read import Outputs
 from recognizer.results import Failure, FieldResult, Predictions, digit_entry, field_entry
 from serving import health, http_errors, inputs
 from serving.config import APP_NAME, ServeConfig
@@ -188,7 +189,7 @@ class DigitRecognizer:
             at += len(stack)
         return out
 
-    def _read_forward(self, canvas: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    def _read_forward(self, canvas: np.ndarray) -> tuple[Outputs, str]:
         """The learned reader on a batch of canvases, timed and counted."""
         rec = self.recognizer
         start = time.perf_counter()
@@ -199,12 +200,12 @@ class DigitRecognizer:
         return outputs, rec.version
 
     @serve.batch(**_BATCHING)
-    async def _read_canvases(self, canvases: list[np.ndarray]) -> list[tuple[tuple, str]]:
+    async def _read_canvases(self, canvases: list[np.ndarray]) -> list[tuple[Outputs, str]]:
         """Concurrent field reads of the learned reader, one canvas each, as one batch."""
         self.read_batches += 1
         self.batched_reads += len(canvases)
-        (probs, boxes), version = await asyncio.to_thread(self._read_forward, np.stack(canvases))
-        return [((probs[i:i + 1], boxes[i:i + 1]), version) for i in range(len(canvases))]
+        outputs, version = await asyncio.to_thread(self._read_forward, np.stack(canvases))
+        return [(outputs.rows(i, i + 1), version) for i in range(len(canvases))]
 
     async def _run_many(self, images: list[bytes | np.ndarray], path: str) -> tuple[Predictions, str]:
         def run() -> tuple[Predictions, str]:

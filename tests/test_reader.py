@@ -74,6 +74,26 @@ def test_a_readings_probability_sums_over_its_alignments():
     assert total == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_reading_that_changes_when_the_box_moves_is_less_sure():
+    from recognizer.reader.read import Outputs, read_outputs
+
+    def columns(*path: int) -> np.ndarray:
+        p = np.full((COLUMNS, CLASSES), 1e-6, np.float32)
+        p[:, BLANK] = 1.0
+        for i, c in enumerate(path):
+            p[4 * i + 1, c], p[4 * i + 1, BLANK] = 1.0, 1e-6
+        return p / p.sum(1, keepdims=True)
+
+    twelve, two = columns(2, 3), columns(3)  # "12" read sure; at a moved box only "2"
+    steady = Outputs(np.stack([twelve, twelve]), np.zeros((2, 4), np.float32),
+                     np.stack([np.stack([twelve, twelve]), np.stack([twelve, two])]))
+    (a, steady_a), (b, steady_b) = read_outputs(steady)
+    assert a.raw == b.raw == "12" and a.probability == pytest.approx(1.0, abs=1e-3)
+    assert steady_a == pytest.approx(a.probability)  # reads the same wherever the box sits
+    assert steady_b < 1e-3 < b.probability  # the leading 1 holds at one box only
+    assert read_outputs(Outputs.empty()) == []
+
+
 def test_the_input_keeps_the_crop_whole_and_refuses_blank_paper():
     tall = np.full((200, 130), 230, np.uint8)
     tall[90:120, 50:70] = 40  # a small dark number low in a tall cell
@@ -299,8 +319,8 @@ def test_the_reader_trains_in_the_one_loop_into_the_final_checkpoint_and_resumes
     assert model.meta["recipe"]["reader_epochs"] == 1
     assert resumed.meta["recipe"]["reader_epochs"] == 2  # the recipe says what made the reader
     assert [os.path.getmtime(tmp_path / "r" / p) for p in cached] == stamps
-    # Run again, a final checkpoint calibrated on the greedy path alone (as before the
-    # sequence probability) has its reader calibration fitted again.
+    # Run again, a final checkpoint calibrated on another measure than the steady
+    # probability (here the greedy path alone) has its reader calibration fitted again.
     meta_path = os.path.join(second.checkpoint, checkpoint.META_FILE)
     with open(meta_path) as f:
         meta = json.load(f)
@@ -310,7 +330,7 @@ def test_the_reader_trains_in_the_one_loop_into_the_final_checkpoint_and_resumes
         json.dump(meta, f)
     third = local.run(_tiny(mnist_dir, str(tmp_path), epochs=2))
     refitted = recognizer.load(third.checkpoint).meta["reader"]["calibration"]
-    assert refitted != old and (refitted is None or refitted["measure"] == "sequence")
+    assert refitted != old and (refitted is None or refitted["measure"] == "steady")
     # The reader reads whole fields: every answer is a result or a typed error.
     from recognizer.data.forms import make_form_fields
 

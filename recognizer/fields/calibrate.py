@@ -25,10 +25,12 @@ FLOOR = 1e-6
 #: confidence) saturates at sigmoid(bias + per_digit * digits) and is kept only to read
 #: checkpoints written before "logit" existed.
 FORMS = ("log", "logit")
-#: Which of a learned reading's probabilities a curve maps: "sequence" (the reading's
-#: string, summed over its alignments) or, in checkpoints calibrated before that existed,
-#: "path" (the greedy path alone). The segmenting reader's curves map its own score.
-MEASURES = ("path", "sequence")
+#: Which of a learned reading's probabilities a curve maps: "steady" (its string's
+#: probability, the least of where it was read and at the box moved a little:
+#: :mod:`recognizer.reader.read`) or, in checkpoints calibrated before that existed,
+#: "sequence" (the string's probability where it was read) or "path" (the greedy path
+#: alone). The segmenting reader's curves map its own score.
+MEASURES = ("path", "sequence", "steady")
 
 
 @dataclass(frozen=True)

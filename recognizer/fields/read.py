@@ -181,7 +181,7 @@ def assemble_fields(plan: FieldPlan, probs: np.ndarray | tuple[np.ndarray, np.nd
                     ) -> list[FieldResult | ImageError]:
     """Pick each field's best chain of candidates from the pieces' probabilities and spell
     out the strings: one :class:`FieldResult` or :class:`ImageError` per image. For a
-    learned plan, ``probs`` is ``Recognizer.read_tensors``' (probabilities, boxes) and
+    learned plan, ``probs`` is ``Recognizer.read_tensors``' ``Outputs`` and
     ``calibration`` the reader's (:func:`reader_calibration`).
 
     ``probs``: (N, 11) from ``predict_tensors(plan.inputs, not_a_digit=True)``, or (N, 10)
@@ -190,8 +190,7 @@ def assemble_fields(plan: FieldPlan, probs: np.ndarray | tuple[np.ndarray, np.nd
     ``calibration`` (:meth:`Calibration.from_meta`), the chance that its text is right.
     """
     if plan.canvases is not None:
-        probs, boxes = probs
-        return reader_read.assemble(plan.canvases, probs, boxes, calibration, plan.length)
+        return reader_read.assemble(plan.canvases, probs, calibration, plan.length)
     scoring = scoring or ScoreConfig()
     results: list[FieldResult | ImageError] = []
     at = 0

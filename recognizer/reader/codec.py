@@ -61,7 +61,7 @@ class Reading:
     #: Probability of the greedy path alone (product over columns of the chosen outputs).
     path_probability: float
     #: Probability of ``raw`` summed over every alignment that collapses to it (CTC's
-    #: forward sum): the sequence probability the calibration maps. A sure character
+    #: forward sum), where the reading's steady probability starts. A sure character
     #: spread over two columns halves the path's probability but not this one.
     probability: float
 

@@ -5,6 +5,11 @@ Split in two like the segmenting reader, so that serving and batch jobs can batc
 network across requests and shards: :func:`prepare` (decode and fit, in the caller),
 :func:`run` (the network, where the model lives) and :func:`assemble` (decoding the
 outputs into :class:`~recognizer.results.FieldResult`).
+
+A reading's confidence is how *steady* it is: the probability of its string where it
+was read, and again with the box moved a little (:data:`SHIFTS`), the least of them. A
+reading that holds only where the box happens to sit (a leading digit half in the
+strip, a mark at its edge) is less sure than its own probability says.
 """
 
 from __future__ import annotations
@@ -18,9 +23,18 @@ import torch
 
 from recognizer.decode import decode
 from recognizer.errors import ImageError, NoDigits
-from recognizer.reader.codec import CLASSES, Reading, decode_batch
+from recognizer.reader.codec import CLASSES, Reading, decode_batch, sequence_probabilities
 from recognizer.reader.field_input import Fitted, fit
-from recognizer.reader.model import CANVAS_H, CANVAS_W, COLUMNS, STRIDE, strip_origin, strip_scale
+from recognizer.reader.model import (
+    CANVAS_H,
+    CANVAS_W,
+    COLUMNS,
+    STRIDE,
+    cut_strips,
+    stretch,
+    strip_origin,
+    strip_scale,
+)
 from recognizer.reader.search import reread_missed
 from recognizer.results import FieldResult
 
@@ -28,7 +42,7 @@ from recognizer.results import FieldResult
 class Calibrate(Protocol):
     """Maps a reading's probability and digit count to the chance it is right
     (:class:`recognizer.fields.calibrate.Calibration`); ``measure`` names which of the
-    reading's probabilities it was fitted on ("sequence" or "path")."""
+    reading's probabilities it was fitted on ("steady", "sequence" or "path")."""
 
     measure: str
 
@@ -37,6 +51,34 @@ class Calibrate(Protocol):
 
 #: Fields per network call.
 BATCH = 256
+#: The box moves a reading is read again at, in box heights (all four edges moved alike):
+#: up-left and down-right by a tenth, well inside the 20% the reader's training moves its
+#: boxes by, so that a steady reading reads the same there.
+SHIFTS = (-0.1, 0.1)
+
+
+@dataclass
+class Outputs:
+    """The network's outputs for M canvases: per-column probabilities (M, COLUMNS,
+    CLASSES), the boxes read at (M, 4, canvas pixels), and the probabilities read at the
+    boxes moved by each of :data:`SHIFTS` (M, len(SHIFTS), COLUMNS, CLASSES)."""
+
+    probs: np.ndarray
+    boxes: np.ndarray
+    shifted: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    def rows(self, start: int, stop: int) -> Outputs:
+        """The outputs of canvases ``start:stop``."""
+        return Outputs(self.probs[start:stop], self.boxes[start:stop], self.shifted[start:stop])
+
+    @staticmethod
+    def empty() -> Outputs:
+        """The outputs of no canvas."""
+        return Outputs(np.zeros((0, COLUMNS, CLASSES), np.float32), np.zeros((0, 4), np.float32),
+                       np.zeros((0, len(SHIFTS), COLUMNS, CLASSES), np.float32))
 
 
 @dataclass
@@ -66,13 +108,17 @@ def prepare(images: Sequence[bytes | np.ndarray]) -> CanvasPlan:
     return CanvasPlan(inputs, entries)
 
 
-def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device,
-        batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """The network on uint8 canvases: per-column probabilities (M, COLUMNS, CLASSES) and
-    the boxes read at (M, 4, canvas pixels), read where the localizer finds the number
-    when it looks again round its first box; a field whose box reads no digit is read
-    again on rows of the canvas (:mod:`recognizer.reader.search`)."""
-    probs, boxes = [], []
+def _moved(boxes: torch.Tensor, shift: float) -> torch.Tensor:
+    """Boxes (canvas pixels) moved right and down by ``shift`` box heights."""
+    return boxes + (shift * (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)).unsqueeze(1)
+
+
+def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device, batch: int = BATCH) -> Outputs:
+    """The network on uint8 canvases (:class:`Outputs`): read where the localizer finds
+    the number when it looks again round its first box (a field whose box reads no digit
+    is read again on rows of the canvas, :mod:`recognizer.reader.search`), and again at
+    that box moved by each of :data:`SHIFTS`."""
+    probs, boxes, shifted = [], [], []
     with torch.inference_mode():
         for at in range(0, len(canvas), batch):
             # A copy: arrays from the Ray object store are read-only.
@@ -80,11 +126,27 @@ def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device,
             x = x.unsqueeze(1).float().div_(255.0).contiguous(memory_format=torch.channels_last)
             logits, read_at = net.read(x)
             p, read_at = reread_missed(net, x, torch.softmax(logits.float(), dim=2), read_at.float())
+            again = p.new_zeros(len(p), len(SHIFTS), *p.shape[1:])
+            for k, s in enumerate(SHIFTS):
+                logits = net.reader(stretch(cut_strips(x, _moved(read_at, s))))
+                again[:, k] = torch.softmax(logits.float(), dim=2)
             probs.append(p.cpu().numpy())
             boxes.append(read_at.cpu().numpy())
+            shifted.append(again.cpu().numpy())
     if not probs:
-        return np.zeros((0, COLUMNS, CLASSES), np.float32), np.zeros((0, 4), np.float32)
-    return np.concatenate(probs), np.concatenate(boxes)
+        return Outputs.empty()
+    return Outputs(np.concatenate(probs), np.concatenate(boxes), np.concatenate(shifted))
+
+
+def read_outputs(outputs: Outputs) -> list[tuple[Reading, float]]:
+    """Each field's greedy reading and how steady it is: the least probability of its
+    string where it was read and at each moved box."""
+    readings = decode_batch(outputs.probs)
+    raws = [r.raw for r in readings]
+    steady = np.array([r.probability for r in readings])
+    for k in range(outputs.shifted.shape[1]):
+        steady = np.minimum(steady, sequence_probabilities(outputs.shifted[:, k], raws))
+    return list(zip(readings, steady.tolist(), strict=True))
 
 
 def _char_boxes(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[int, int]
@@ -105,7 +167,7 @@ def _char_boxes(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[i
     return out
 
 
-def _result(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[int, int],
+def _result(reading: Reading, steady: float, box: np.ndarray, where: Fitted, shape: tuple[int, int],
             calibration: Calibrate | None, length: int | None) -> FieldResult | ImageError:
     digits = [i for i, ch in enumerate(reading.raw) if ch.isdigit()]
     if not digits:
@@ -113,29 +175,30 @@ def _result(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[int, 
                         + (f" (only {reading.raw!r})" if reading.raw else ""))
     boxes = _char_boxes(reading, box, where, shape)
     confs = tuple(reading.confidences[i] for i in digits)
-    confidence = reading.probability
+    confidence = steady
     if calibration is not None:
-        measured = reading.path_probability if calibration.measure == "path" else reading.probability
+        measured = {"path": reading.path_probability, "sequence": reading.probability}.get(
+            calibration.measure, steady)
         confidence = calibration(measured, len(digits))
     if length is not None and len(digits) != length:
         confidence = 0.0  # a reading of another length than the form's is never accepted
     return FieldResult(reading.text, confs, confidence, tuple(boxes[i] for i in digits), reading.raw)
 
 
-def assemble(plan: CanvasPlan, probs: np.ndarray, boxes: np.ndarray,
-             calibration: Calibrate | None = None, length: int | None = None
-             ) -> list[FieldResult | ImageError]:
-    """Decode each field's outputs: one :class:`FieldResult` or :class:`ImageError` per
-    image, in order. ``length``: the number of digits the form holds, when known; a
-    reading of another length gets confidence 0."""
+def assemble(plan: CanvasPlan, outputs: Outputs, calibration: Calibrate | None = None,
+             length: int | None = None) -> list[FieldResult | ImageError]:
+    """Decode each field's outputs (:func:`run`'s): one :class:`FieldResult` or
+    :class:`ImageError` per image, in order. ``length``: the number of digits the form
+    holds, when known; a reading of another length gets confidence 0."""
     out: list[FieldResult | ImageError] = []
-    readings = iter(decode_batch(probs))
+    readings = iter(read_outputs(outputs))
     at = 0
     for entry in plan.entries:
         if isinstance(entry, ImageError):
             out.append(entry)
             continue
         where, shape = entry
-        out.append(_result(next(readings), boxes[at], where, shape, calibration, length))
+        reading, steady = next(readings)
+        out.append(_result(reading, steady, outputs.boxes[at], where, shape, calibration, length))
         at += 1
     return out

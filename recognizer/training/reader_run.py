@@ -1,7 +1,8 @@
 """A run's reader phase, around the one loop: its synthesized fields (new ones every
 epoch for training; the validation fields made once and cached in the run), its
 per-epoch checkpoints (``RUN/reader/checkpoint_epochNNNN``), and the calibration of its
-sequence probability, fitted after the last epoch.
+steady probability (:func:`recognizer.reader.read.read_outputs`), fitted after the last
+epoch.
 
 The reader trains on fields of the training digits less the last ``READER_HOLDOUT``;
 its validation and calibration fields are written with those held-out digits, so that
@@ -124,25 +125,26 @@ def final_reader(cfg: TrainConfig, folder: str, val: ReaderFields) -> tuple[byte
 
 
 def fit_reader_calibration(weights: bytes, name: str, val: ReaderFields) -> dict | None:
-    """The reader's calibration: how often a reading of a given sequence probability and
-    length is right, on the validation fields (None when all are right or all wrong)."""
+    """The reader's calibration: how often a reading of a given steady probability
+    (:func:`recognizer.reader.read.read_outputs`) and length is right, on the validation
+    fields (None when all are right or all wrong)."""
     import torch
 
     from recognizer.fields.calibrate import fit
     from recognizer.predict import reader_from_bytes
-    from recognizer.reader.codec import decode_batch, digits_of
-    from recognizer.reader.read import run
+    from recognizer.reader.codec import digits_of
+    from recognizer.reader.read import read_outputs, run
 
-    probs, _ = run(reader_from_bytes(name, weights, checkpoint.READER_FILE), val.canvas, torch.device("cpu"))
-    readings = decode_batch(probs)
-    keep = [i for i, r in enumerate(readings) if r.text]
-    raw = np.array([readings[i].probability for i in keep])
-    lengths = np.array([len(readings[i].text) for i in keep])
-    right = np.array([readings[i].text == digits_of(val.raws[i]) for i in keep])
+    outputs = run(reader_from_bytes(name, weights, checkpoint.READER_FILE), val.canvas, torch.device("cpu"))
+    readings = read_outputs(outputs)
+    keep = [i for i, (r, _) in enumerate(readings) if r.text]
+    raw = np.array([readings[i][1] for i in keep])
+    lengths = np.array([len(readings[i][0].text) for i in keep])
+    right = np.array([readings[i][0].text == digits_of(val.raws[i]) for i in keep])
     progress(f"reader: {right.sum() / len(val):.2%} of {len(val):,} held-out validation fields read "
              "right; calibrating on them")
     try:
         source = f"{len(keep)} fields synthesized from held-out training digits"
-        return fit(raw, lengths, right, source, measure="sequence").to_meta()
+        return fit(raw, lengths, right, source, measure="steady").to_meta()
     except ValueError:
         return None
