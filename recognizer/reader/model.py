@@ -42,6 +42,9 @@ COLUMNS = CROP_W // STRIDE
 BOX_FILL, LEAD = 0.6, 0.2
 #: Coarse canvas the localizer sees: the canvas averaged over LOCATE_POOL x LOCATE_POOL.
 LOCATE_POOL = 2
+#: The least height and width a box is taken to have (canvas pixels): a degenerate box
+#: still cuts a strip.
+MIN_BOX = 4.0
 #: A strip whose strongest ink is below this level is not stretched (nothing to read).
 STRIP_FLOOR = 0.05
 #: The window the localizer looks at again: its first box with this many box heights of
@@ -146,16 +149,21 @@ class StripReader(nn.Module):
         return self.head(self.context(self.pool(x))).transpose(1, 2)
 
 
+def box_heights(boxes: torch.Tensor) -> torch.Tensor:
+    """Each box's height (canvas pixels, (N, 4) -> (N,)), at least :data:`MIN_BOX`."""
+    return (boxes[:, 3] - boxes[:, 1]).clamp(min=MIN_BOX)
+
+
 def strip_scale(boxes: torch.Tensor) -> torch.Tensor:
     """Strip pixels per canvas pixel for each box (canvas pixels, (N, 4))."""
-    bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
-    bw = (boxes[:, 2] - boxes[:, 0]).clamp(min=4.0)
+    bh = box_heights(boxes)
+    bw = (boxes[:, 2] - boxes[:, 0]).clamp(min=MIN_BOX)
     return torch.minimum(CROP_H * BOX_FILL / bh, CROP_W / (bw + 2 * LEAD * bh))
 
 
 def strip_origin(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The canvas point (x, y) at the strip's left edge, vertical middle."""
-    bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
+    bh = box_heights(boxes)
     return boxes[:, 0] - LEAD * bh, (boxes[:, 1] + boxes[:, 3]) / 2
 
 
@@ -194,7 +202,7 @@ def stretch(strips: torch.Tensor) -> torch.Tensor:
 
 def _window(boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Each box's window (canvas pixels): its left, top, width and height."""
-    bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)
+    bh = box_heights(boxes)
     ww = (boxes[:, 2] - boxes[:, 0]).clamp(min=0.0) + 2 * WINDOW_PAD * bh
     return boxes[:, 0] - WINDOW_PAD * bh, boxes[:, 1] - WINDOW_PAD * bh, ww, bh + 2 * WINDOW_PAD * bh
 

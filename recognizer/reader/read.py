@@ -30,6 +30,7 @@ from recognizer.reader.model import (
     CANVAS_W,
     COLUMNS,
     STRIDE,
+    box_heights,
     cut_strips,
     stretch,
     strip_origin,
@@ -66,9 +67,6 @@ class Outputs:
     probs: np.ndarray
     boxes: np.ndarray
     shifted: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.probs)
 
     def rows(self, start: int, stop: int) -> Outputs:
         """The outputs of canvases ``start:stop``."""
@@ -110,7 +108,7 @@ def prepare(images: Sequence[bytes | np.ndarray]) -> CanvasPlan:
 
 def _moved(boxes: torch.Tensor, shift: float) -> torch.Tensor:
     """Boxes (canvas pixels) moved right and down by ``shift`` box heights."""
-    return boxes + (shift * (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0)).unsqueeze(1)
+    return boxes + (shift * box_heights(boxes)).unsqueeze(1)
 
 
 def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device, batch: int = BATCH) -> Outputs:

@@ -15,7 +15,7 @@ import itertools
 import torch
 
 from recognizer.reader.codec import ALPHABET
-from recognizer.reader.model import CANVAS_H, cut_strips, stretch
+from recognizer.reader.model import CANVAS_H, box_heights, cut_strips, stretch
 
 #: Rows of the canvas (shares of its height) a missed number is looked for on.
 ROWS = (0.125, 0.3125, 0.5, 0.6875, 0.875)
@@ -31,7 +31,7 @@ _IS_DIGIT = torch.tensor([False] + [ch.isdigit() for ch in ALPHABET])
 def row_boxes(own: torch.Tensor) -> list[torch.Tensor]:
     """For boxes (N, 4, canvas pixels): boxes of the same columns centred on each of
     :data:`ROWS`, at each of :data:`HEIGHTS` of the box's height."""
-    h = (own[:, 3] - own[:, 1]).clamp(min=4.0)
+    h = box_heights(own)
     out = []
     for row, scale in itertools.product(ROWS, HEIGHTS):
         centre = torch.full_like(h, row * CANVAS_H)

@@ -19,7 +19,7 @@ import torch
 
 from recognizer.data.reader_fields import ReaderFields
 from recognizer.reader.codec import encode_batch
-from recognizer.reader.model import CANVAS_H, cut_strips, stretch
+from recognizer.reader.model import CANVAS_H, box_heights, cut_strips, stretch
 from recognizer.reader.search import HEIGHTS, ROWS
 from recognizer.training.reader import MAX_LABEL, ctc_loss
 
@@ -37,7 +37,7 @@ BATCH = 128
 
 def _candidates(own: torch.Tensor) -> list[torch.Tensor]:
     """The boxes tried round each of ``own``'s, less the own box itself (read already)."""
-    h = (own[:, 3] - own[:, 1]).clamp(min=4.0)
+    h = box_heights(own)
     centre = (own[:, 1] + own[:, 3]) / 2
     centres = [centre + m * h for m in MOVES] + [torch.full_like(centre, r * CANVAS_H) for r in ROWS]
     itself = (0.0, 0.0, MOVES.index(0.0), 1.0)  # no edge added, not moved, same height

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from recognizer.data.reader_fields import FieldDraw, ReaderFields
 from recognizer.reader.codec import BLANK, encode_batch
-from recognizer.reader.model import CANVAS_H, CANVAS_W, build_reader
+from recognizer.reader.model import CANVAS_H, CANVAS_W, box_heights, build_reader
 from recognizer.training.config import Hyper
 from recognizer.training.loop import Task, World, progress
 
@@ -45,7 +45,7 @@ def _canvas(fields: ReaderFields, idx: torch.Tensor | slice) -> torch.Tensor:
 
 
 def _jittered(boxes: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    h = (boxes[:, 3] - boxes[:, 1]).clamp(min=4.0).unsqueeze(1)
+    h = box_heights(boxes).unsqueeze(1)
     noise = (torch.rand(boxes.shape, generator=g) * 2 - 1) * JITTER * h
     read_at = boxes + noise
     own = torch.rand(len(boxes), generator=g) < OWN_BOX
