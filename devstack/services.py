@@ -235,6 +235,23 @@ class Prometheus:
         return bool(active) and all(t["health"] == "up" for t in active)
 
 
+def _wait_until_ready(url: str, timeout: float, proc: subprocess.Popen) -> None:
+    """Block until ``url`` answers 200: Prometheus listens before its storage is open and
+    answers every query 503 until then."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{proc.args[0]} exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:  # urllib's HTTPError (503 while starting) and refused connections
+            pass
+        time.sleep(0.2)
+    raise ServiceError(f"{url} did not answer 200 within {timeout:.0f} s")
+
+
 @contextmanager
 def prometheus_server(targets: list[str], scrape_interval: str = "1s") -> Iterator[Prometheus]:
     """Run Prometheus on a free loopback port scraping targets (``host:port`` strings)."""
@@ -254,7 +271,9 @@ def prometheus_server(targets: list[str], scrape_interval: str = "1s") -> Iterat
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, timeout=60, proc=proc)
-        yield Prometheus(f"http://127.0.0.1:{port}", config)
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_ready(f"{url}/-/ready", timeout=60, proc=proc)
+        yield Prometheus(url, config)
     finally:
         stop_process(proc, 15)
         shutil.rmtree(workdir, ignore_errors=True)
