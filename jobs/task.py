@@ -136,12 +136,13 @@ class _Fields:
 
         plan, ref = item
         if ref is None and plan.learned:  # no field decoded: every one of the batch failed
-            probs, seconds = Outputs.empty(), None
+            outputs, seconds = Outputs.empty(), None
         elif ref is None:  # no piece to read: every field of the batch failed
-            probs, seconds = np.zeros((0, settings.DIGITS + 1), np.float32), None
+            outputs, seconds = np.zeros((0, settings.DIGITS + 1), np.float32), None
         else:
-            probs, seconds = ray.get(ref)
-        self.results.extend(assemble_fields(plan, probs, calibration=self.calibration))
+            # The learned reader's Outputs, or the segmenting reader's piece probabilities.
+            outputs, seconds = ray.get(ref)
+        self.results.extend(assemble_fields(plan, outputs, calibration=self.calibration))
         return seconds
 
     @property

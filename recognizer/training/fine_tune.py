@@ -205,7 +205,8 @@ def finish(cfg: TrainConfig, start: str, last: str, val: ReaderFields, record: d
     meta["reader"] = {**(meta.get("reader") or {}), "name": meta_best["name"], "epochs": meta_best["epochs"],
                       "exact": meta_best["exact"], "history": meta_best["history"],
                       "code_version": meta_best.get("code_version"),
-                      "calibration": fit_reader_calibration(raw, meta_best["name"], val),
+                      "calibration": fit_reader_calibration(raw, meta_best["name"], val,
+                                                            "of the user's, held out for validation"),
                       "fine_tuned": fine_tuned}
     folder = storage.join(cfg.run_uri, FINAL_DIR)
     checkpoint.save(folder, model, meta, None, splitter, raw)

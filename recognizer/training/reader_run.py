@@ -124,10 +124,12 @@ def final_reader(cfg: TrainConfig, folder: str, val: ReaderFields) -> tuple[byte
                  "calibration": fit_reader_calibration(raw, meta["name"], val)}
 
 
-def fit_reader_calibration(weights: bytes, name: str, val: ReaderFields) -> dict | None:
+def fit_reader_calibration(weights: bytes, name: str, val: ReaderFields,
+                           source: str = "synthesized from held-out training digits") -> dict | None:
     """The reader's calibration: how often a reading of a given steady probability
     (:func:`recognizer.reader.read.read_outputs`) and length is right, on the validation
-    fields (None when all are right or all wrong)."""
+    fields (None when all are right or all wrong); ``source`` says what those fields are,
+    for the checkpoint's meta."""
     import torch
 
     from recognizer.fields.calibrate import fit
@@ -136,15 +138,13 @@ def fit_reader_calibration(weights: bytes, name: str, val: ReaderFields) -> dict
     from recognizer.reader.read import read_outputs, run
 
     outputs = run(reader_from_bytes(name, weights, checkpoint.READER_FILE), val.canvas, torch.device("cpu"))
-    readings = read_outputs(outputs)
-    keep = [i for i, (r, _) in enumerate(readings) if r.text]
-    raw = np.array([readings[i][1] for i in keep])
-    lengths = np.array([len(readings[i][0].text) for i in keep])
-    right = np.array([readings[i][0].text == digits_of(val.raws[i]) for i in keep])
+    read = [(i, reading, steady) for i, (reading, steady) in enumerate(read_outputs(outputs)) if reading.text]
+    raw = np.array([steady for _, _, steady in read])
+    lengths = np.array([len(reading.text) for _, reading, _ in read])
+    right = np.array([reading.text == digits_of(val.raws[i]) for i, reading, _ in read])
     progress(f"reader: {right.sum() / len(val):.2%} of {len(val):,} held-out validation fields read "
              "right; calibrating on them")
     try:
-        source = f"{len(keep)} fields synthesized from held-out training digits"
-        return fit(raw, lengths, right, source, measure="steady").to_meta()
+        return fit(raw, lengths, right, f"{len(read)} fields {source}", measure="steady").to_meta()
     except ValueError:
         return None
