@@ -87,11 +87,34 @@ def test_a_reading_that_changes_when_the_box_moves_is_less_sure():
     twelve, two = columns(2, 3), columns(3)  # "12" read sure; at a moved box only "2"
     steady = Outputs(np.stack([twelve, twelve]), np.zeros((2, 4), np.float32),
                      np.stack([np.stack([twelve, twelve]), np.stack([twelve, two])]))
-    (a, steady_a), (b, steady_b) = read_outputs(steady)
+    (a, steady_a, view_a), (b, steady_b, view_b) = read_outputs(steady)
     assert a.raw == b.raw == "12" and a.probability == pytest.approx(1.0, abs=1e-3)
+    assert view_a == view_b == 0  # read alike in two views of three: kept where it was read
     assert steady_a == pytest.approx(a.probability)  # reads the same wherever the box sits
     assert steady_b < 1e-3 < b.probability  # the leading 1 holds at one box only
     assert read_outputs(Outputs.empty()) == []
+
+
+def test_a_digit_misread_at_one_box_is_outvoted_by_the_moved_boxes():
+    from recognizer.reader.read import SHIFTS, Outputs, read_outputs, view_box
+
+    def field(second: dict[int, float]) -> np.ndarray:
+        p = np.full((COLUMNS, CLASSES), 1e-6, np.float32)
+        p[:, BLANK] = 1.0
+        p[1, 2], p[1, BLANK] = 1.0, 1e-6  # a sure "1"
+        p[5, BLANK] = 1e-6
+        for c, q in second.items():
+            p[5, c] = q
+        return p / p.sum(1, keepdims=True)
+
+    here = field({8: 0.6, 3: 0.4})  # "17" where the box sits, "12" not far behind
+    moved = field({3: 0.9, 8: 0.1})  # "12" at both moved boxes
+    outputs = Outputs(here[None], np.array([[10, 20, 60, 40]], np.float32), np.stack([moved, moved])[None])
+    ((reading, steady, view),) = read_outputs(outputs)
+    assert reading.raw == "12" and view == 1  # 0.4 x 0.9 x 0.9 against 0.6 x 0.1 x 0.1
+    assert steady == pytest.approx(0.4, abs=1e-3)  # its least probability, where it was read
+    moved_box = view_box(outputs.boxes[0], view)
+    assert moved_box == pytest.approx(outputs.boxes[0] + SHIFTS[0] * 20)  # a tenth of its height
 
 
 def test_the_input_keeps_the_crop_whole_and_refuses_blank_paper():
@@ -319,8 +342,8 @@ def test_the_reader_trains_in_the_one_loop_into_the_final_checkpoint_and_resumes
     assert model.meta["recipe"]["reader_epochs"] == 1
     assert resumed.meta["recipe"]["reader_epochs"] == 2  # the recipe says what made the reader
     assert [os.path.getmtime(tmp_path / "r" / p) for p in cached] == stamps
-    # Run again, a final checkpoint calibrated on another measure than the steady
-    # probability (here the greedy path alone) has its reader calibration fitted again.
+    # Run again, a final checkpoint calibrated on another measure than readers use now
+    # (here the greedy path alone) has its reader calibration fitted again.
     meta_path = os.path.join(second.checkpoint, checkpoint.META_FILE)
     with open(meta_path) as f:
         meta = json.load(f)
@@ -330,7 +353,7 @@ def test_the_reader_trains_in_the_one_loop_into_the_final_checkpoint_and_resumes
         json.dump(meta, f)
     third = local.run(_tiny(mnist_dir, str(tmp_path), epochs=2))
     refitted = recognizer.load(third.checkpoint).meta["reader"]["calibration"]
-    assert refitted != old and (refitted is None or refitted["measure"] == "steady")
+    assert refitted != old and (refitted is None or refitted["measure"] == "chosen")
     # The reader reads whole fields: every answer is a result or a typed error.
     from recognizer.data.forms import make_form_fields
 

@@ -25,12 +25,16 @@ FLOOR = 1e-6
 #: confidence) saturates at sigmoid(bias + per_digit * digits) and is kept only to read
 #: checkpoints written before "logit" existed.
 FORMS = ("log", "logit")
-#: Which of a learned reading's probabilities a curve maps: "steady" (its string's
-#: probability, the least of where it was read and at the box moved a little:
-#: :mod:`recognizer.reader.read`) or, in checkpoints calibrated before that existed,
-#: "sequence" (the string's probability where it was read) or "path" (the greedy path
-#: alone). The segmenting reader's curves map its own score.
-MEASURES = ("path", "sequence", "steady")
+#: Which of a learned reading's probabilities a curve maps: "chosen" (the reading the
+#: views of a field agree on most, and the least of its string's probabilities where it
+#: was read and at the box moved a little: :mod:`recognizer.reader.read`) or, in
+#: checkpoints calibrated before that existed, "steady" (the same least probability of
+#: the reading where the field was read), "sequence" (that string's probability where it
+#: was read) or "path" (the greedy path alone). The segmenting reader's curves map its
+#: own score.
+MEASURES = ("path", "sequence", "steady", "chosen")
+#: The measure reader calibrations are fitted on now.
+READER_MEASURE = "chosen"
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,13 @@ network across requests and shards: :func:`prepare` (decode and fit, in the call
 :func:`run` (the network, where the model lives) and :func:`assemble` (decoding the
 outputs into :class:`~recognizer.results.FieldResult`).
 
-A reading's confidence is how *steady* it is: the probability of its string where it
-was read, and again with the box moved a little (:data:`SHIFTS`), the least of them. A
-reading that holds only where the box happens to sit (a leading digit half in the
-strip, a mark at its edge) is less sure than its own probability says.
+Each field is read where the localizer puts it and again with the box moved a little
+(:data:`SHIFTS`). Each of these views gives a reading; the one kept is the string the
+views find likeliest together (the largest product of its probabilities in every view),
+and its confidence is how *steady* it is: the least of those probabilities. A reading
+that holds only where the box happens to sit (a leading digit half in the strip, a mark
+at its edge) is less sure than its own probability says, and a digit misread at one
+box is often outvoted by the other two.
 """
 
 from __future__ import annotations
@@ -136,15 +139,37 @@ def run(net: torch.nn.Module, canvas: np.ndarray, device: torch.device, batch: i
     return Outputs(np.concatenate(probs), np.concatenate(boxes), np.concatenate(shifted))
 
 
-def read_outputs(outputs: Outputs) -> list[tuple[Reading, float]]:
-    """Each field's greedy reading and how steady it is: the least probability of its
-    string where it was read and at each moved box."""
-    readings = decode_batch(outputs.probs)
-    raws = [r.raw for r in readings]
-    steady = np.array([r.probability for r in readings])
-    for k in range(outputs.shifted.shape[1]):
-        steady = np.minimum(steady, sequence_probabilities(outputs.shifted[:, k], raws))
-    return list(zip(readings, steady.tolist(), strict=True))
+def _views(outputs: Outputs) -> list[np.ndarray]:
+    """The per-column probabilities of every view: where read, then each moved box."""
+    return [outputs.probs] + [outputs.shifted[:, k] for k in range(outputs.shifted.shape[1])]
+
+
+def view_box(box: np.ndarray, view: int) -> np.ndarray:
+    """The box (canvas pixels) that view ``view`` read: 0 where the field was read, then
+    the box moved by each of :data:`SHIFTS`."""
+    if view == 0:
+        return box
+    return _moved(torch.from_numpy(box[None].astype(np.float32)), SHIFTS[view - 1])[0].numpy()
+
+
+def read_outputs(outputs: Outputs) -> list[tuple[Reading, float, int]]:
+    """Each field's reading, how steady it is, and the view it was read in (for its
+    boxes: :func:`view_box`). Every view's greedy reading is a candidate; the one kept
+    has the largest product of its string's probabilities over the views (the first
+    view wins ties, so a field read alike everywhere keeps the reading where it was
+    read), and its steadiness is the least of them."""
+    views = _views(outputs)
+    readings = [decode_batch(v) for v in views]
+    n = len(outputs.probs)
+    # scores[i, c, v]: the probability, in view v, of the string view c read in field i.
+    scores = np.empty((n, len(views), len(views)))
+    for c, candidates in enumerate(readings):
+        raws = [r.raw for r in candidates]
+        for v, probs in enumerate(views):
+            scores[:, c, v] = ([r.probability for r in candidates] if v == c
+                               else sequence_probabilities(probs, raws))
+    chosen = np.log(np.maximum(scores, 1e-300)).sum(2).argmax(1)
+    return [(readings[c][i], float(scores[i, c].min()), int(c)) for i, c in enumerate(chosen)]
 
 
 def _char_boxes(reading: Reading, box: np.ndarray, where: Fitted, shape: tuple[int, int]
@@ -196,7 +221,8 @@ def assemble(plan: CanvasPlan, outputs: Outputs, calibration: Calibrate | None =
             out.append(entry)
             continue
         where, shape = entry
-        reading, steady = next(readings)
-        out.append(_result(reading, steady, outputs.boxes[at], where, shape, calibration, length))
+        reading, steady, view = next(readings)
+        out.append(_result(reading, steady, view_box(outputs.boxes[at], view), where, shape, calibration,
+                           length))
         at += 1
     return out

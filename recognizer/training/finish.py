@@ -83,7 +83,7 @@ def finish_run(cfg: TrainConfig, last: str, inputs: RunInputs,
     its validation fields). Returns
     its folder; ``last`` itself when the recipe needs neither, or the final checkpoint
     already there when a finished run is run again (with the reader's newer epochs, if
-    it went on, and its calibration refitted if it predates the steady measure)."""
+    it went on, and its calibration refitted if it predates the measure readers use now)."""
     if not _needs_finishing(cfg):
         return last
     folder = last if last.rstrip("/").endswith(FINAL_SUFFIX) else final_name(last)
@@ -121,10 +121,12 @@ def _has_reader(folder: str, reader: str | None) -> bool:
 
 
 def _calibrated_now(folder: str) -> bool:
-    """Whether the final checkpoint ``folder``'s reader calibration maps the readings'
-    steady probability (:data:`recognizer.fields.calibrate.MEASURES`)."""
+    """Whether the final checkpoint ``folder``'s reader calibration maps the measure
+    readers use now (:data:`recognizer.fields.calibrate.READER_MEASURE`)."""
+    from recognizer.fields.calibrate import READER_MEASURE
+
     found = (checkpoint.read_meta(folder).get("reader") or {}).get("calibration")
-    return not isinstance(found, dict) or found.get("measure") == "steady"
+    return not isinstance(found, dict) or found.get("measure") == READER_MEASURE
 
 
 def _with_reader(cfg: TrainConfig, folder: str, reader: str, reader_val) -> str:

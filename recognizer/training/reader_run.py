@@ -132,19 +132,20 @@ def fit_reader_calibration(weights: bytes, name: str, val: ReaderFields,
     for the checkpoint's meta."""
     import torch
 
-    from recognizer.fields.calibrate import fit
+    from recognizer.fields.calibrate import READER_MEASURE, fit
     from recognizer.predict import reader_from_bytes
     from recognizer.reader.codec import digits_of
     from recognizer.reader.read import read_outputs, run
 
     outputs = run(reader_from_bytes(name, weights, checkpoint.READER_FILE), val.canvas, torch.device("cpu"))
-    read = [(i, reading, steady) for i, (reading, steady) in enumerate(read_outputs(outputs)) if reading.text]
+    read = [(i, reading, steady) for i, (reading, steady, _) in enumerate(read_outputs(outputs))
+            if reading.text]
     raw = np.array([steady for _, _, steady in read])
     lengths = np.array([len(reading.text) for _, reading, _ in read])
     right = np.array([reading.text == digits_of(val.raws[i]) for i, reading, _ in read])
     progress(f"reader: {right.sum() / len(val):.2%} of {len(val):,} held-out validation fields read "
              "right; calibrating on them")
     try:
-        return fit(raw, lengths, right, f"{len(read)} fields {source}", measure="steady").to_meta()
+        return fit(raw, lengths, right, f"{len(read)} fields {source}", measure=READER_MEASURE).to_meta()
     except ValueError:
         return None
