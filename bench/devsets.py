@@ -8,6 +8,8 @@ The sets:
   (:func:`recognizer.data.forms.make_form_fields`, seed 123, as ``bench.forms``);
 * **5-digit**: 2,000 5-digit fields of the MNIST test digits, 10% of neighbours touching
   (:func:`recognizer.data.synth_fields.make_fields`, as ``bench.fields``).
+* **5-digit, length given**: the same fields read with ``length=5``, as a user who knows
+  the form's length (a postal code) reads them.
 
 Readers: the checkpoint's *learned* reader (:mod:`recognizer.reader`) and, for the same
 checkpoint, the *segmenting* reader (lattice, splitter, rules) it replaces. Each figure
@@ -38,14 +40,17 @@ CHEQUE_ENV = "DIGITS_CHEQUE"
 #: Fields per read_fields call.
 BATCH = 200
 FIVE_DIGIT_FIELDS = 2000
+#: The sets read with a known length, and that length.
+KNOWN_LENGTH = {"5-digit, length given": LENGTH}
 
 
-def read_set(model: recognizer.Recognizer, images: list, reader: str) -> tuple[list, float]:
+def read_set(model: recognizer.Recognizer, images: list, reader: str, length: int | None = None
+             ) -> tuple[list, float]:
     """A set read by one reader, in batches as a job would: the results and the seconds."""
     t0 = time.perf_counter()
     results = []
     for i in range(0, len(images), BATCH):
-        results.extend(read_fields(model, images[i:i + BATCH], reader=reader))
+        results.extend(read_fields(model, images[i:i + BATCH], reader=reader, length=length))
     return results, time.perf_counter() - t0
 
 
@@ -96,6 +101,7 @@ def dev_sets(data_dir: str) -> dict[str, tuple[list, list[str], list[str] | None
     fields, texts = make_fields(images, labels, LENGTH, FIVE_DIGIT_FIELDS, np.random.default_rng(0),
                                 touching_prob=0.1)
     sets["5-digit"] = (list(fields), list(texts), None)
+    sets["5-digit, length given"] = sets["5-digit"]
     return sets
 
 
@@ -112,7 +118,7 @@ def run(checkpoint: str, data_dir: str) -> dict:
         out["readers"][reader], read[reader] = {}, {}
         for name, (images, texts, raws) in sets.items():
             print(f"   {reader}: {name}", flush=True)
-            read[reader][name], seconds = read_set(model, images, reader)
+            read[reader][name], seconds = read_set(model, images, reader, KNOWN_LENGTH.get(name))
             out["readers"][reader][name] = score_set(read[reader][name], texts, raws, seconds)
     if len(read) == 2:
         # Not a product path: what choosing the surer of the two readings would give.

@@ -115,6 +115,13 @@ def test_a_digit_misread_at_one_box_is_outvoted_by_the_moved_boxes():
     assert steady == pytest.approx(0.4, abs=1e-3)  # its least probability, where it was read
     moved_box = view_box(outputs.boxes[0], view)
     assert moved_box == pytest.approx(outputs.boxes[0] + SHIFTS[0] * 20)  # a tenth of its height
+    # A form's known length: a view's reading of that length is kept before the others.
+    short, long = field({BLANK: 0.7, 3: 0.3}), field({BLANK: 0.4, 3: 0.6})  # "1", and "12" at one box
+    outputs = Outputs(short[None], np.array([[10, 20, 60, 40]], np.float32), np.stack([long, short])[None])
+    assert read_outputs(outputs)[0][0].raw == "1"  # 0.7 x 0.4 x 0.7 against 0.3 x 0.6 x 0.3
+    ((reading, steady, view),) = read_outputs(outputs, length=2)
+    assert (reading.raw, view) == ("12", 1) and steady == pytest.approx(0.3, abs=1e-3)
+    assert read_outputs(outputs, length=3)[0][0].raw == "1"  # no view reads 3 digits: as without
 
 
 def test_the_input_keeps_the_crop_whole_and_refuses_blank_paper():

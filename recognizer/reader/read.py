@@ -152,12 +152,13 @@ def view_box(box: np.ndarray, view: int) -> np.ndarray:
     return _moved(torch.from_numpy(box[None].astype(np.float32)), SHIFTS[view - 1])[0].numpy()
 
 
-def read_outputs(outputs: Outputs) -> list[tuple[Reading, float, int]]:
+def read_outputs(outputs: Outputs, length: int | None = None) -> list[tuple[Reading, float, int]]:
     """Each field's reading, how steady it is, and the view it was read in (for its
     boxes: :func:`view_box`). Every view's greedy reading is a candidate; the one kept
     has the largest product of its string's probabilities over the views (the first
     view wins ties, so a field read alike everywhere keeps the reading where it was
-    read), and its steadiness is the least of them."""
+    read), and its steadiness is the least of them. With ``length`` (the digits the
+    form holds), a candidate of that many digits is kept before any other."""
     views = _views(outputs)
     readings = [decode_batch(v) for v in views]
     n = len(outputs.probs)
@@ -168,7 +169,11 @@ def read_outputs(outputs: Outputs) -> list[tuple[Reading, float, int]]:
         for v, probs in enumerate(views):
             scores[:, c, v] = ([r.probability for r in candidates] if v == c
                                else sequence_probabilities(probs, raws))
-    chosen = np.log(np.maximum(scores, 1e-300)).sum(2).argmax(1)
+    together = np.log(np.maximum(scores, 1e-300)).sum(2)
+    if length is not None:
+        fits = np.array([[len(r.text) == length for r in candidates] for candidates in readings]).T
+        together = np.where(fits | ~fits.any(1, keepdims=True), together, -np.inf)
+    chosen = together.argmax(1)
     return [(readings[c][i], float(scores[i, c].min()), int(c)) for i, c in enumerate(chosen)]
 
 
@@ -212,9 +217,10 @@ def assemble(plan: CanvasPlan, outputs: Outputs, calibration: Calibrate | None =
              length: int | None = None) -> list[FieldResult | ImageError]:
     """Decode each field's outputs (:func:`run`'s): one :class:`FieldResult` or
     :class:`ImageError` per image, in order. ``length``: the number of digits the form
-    holds, when known; a reading of another length gets confidence 0."""
+    holds, when known: a view's reading of that length is kept before the others, and a
+    reading of another length gets confidence 0."""
     out: list[FieldResult | ImageError] = []
-    readings = iter(read_outputs(outputs))
+    readings = iter(read_outputs(outputs, length))
     at = 0
     for entry in plan.entries:
         if isinstance(entry, ImageError):
