@@ -122,6 +122,7 @@ def test_a_digit_misread_at_one_box_is_outvoted_by_the_moved_boxes():
     ((reading, steady, view),) = read_outputs(outputs, length=2)
     assert (reading.raw, view) == ("12", 1) and steady == pytest.approx(0.3, abs=1e-3)
     assert read_outputs(outputs, length=3)[0][0].raw == "1"  # no view reads 3 digits: as without
+    assert read_outputs(Outputs.empty(), length=2) == []  # a batch whose every field failed
 
 
 def test_the_input_keeps_the_crop_whole_and_refuses_blank_paper():

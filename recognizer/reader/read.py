@@ -171,7 +171,8 @@ def read_outputs(outputs: Outputs, length: int | None = None) -> list[tuple[Read
                                else sequence_probabilities(probs, raws))
     together = np.log(np.maximum(scores, 1e-300)).sum(2)
     if length is not None:
-        fits = np.array([[len(r.text) == length for r in candidates] for candidates in readings]).T
+        fits = np.array([[len(r.text) == length for r in candidates] for candidates in readings],
+                        dtype=bool).reshape(len(views), n).T
         together = np.where(fits | ~fits.any(1, keepdims=True), together, -np.inf)
     chosen = together.argmax(1)
     return [(readings[c][i], float(scores[i, c].min()), int(c)) for i, c in enumerate(chosen)]
