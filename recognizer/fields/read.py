@@ -176,21 +176,22 @@ def _read(lattice: Lattice, probs: np.ndarray, length: int | None, cfg: ScoreCon
     return FieldResult("".join(text), tuple(confs), confidence, tuple(boxes), "".join(raw))
 
 
-def assemble_fields(plan: FieldPlan, probs: np.ndarray | tuple[np.ndarray, np.ndarray],
+def assemble_fields(plan: FieldPlan, outputs: np.ndarray | reader_read.Outputs,
                     scoring: ScoreConfig | None = None, calibration: Calibration | None = None
                     ) -> list[FieldResult | ImageError]:
     """Pick each field's best chain of candidates from the pieces' probabilities and spell
     out the strings: one :class:`FieldResult` or :class:`ImageError` per image. For a
-    learned plan, ``probs`` is ``Recognizer.read_tensors``' ``Outputs`` and
+    learned plan, ``outputs`` is ``Recognizer.read_tensors``' ``Outputs`` and
     ``calibration`` the reader's (:func:`reader_calibration`).
 
-    ``probs``: (N, 11) from ``predict_tensors(plan.inputs, not_a_digit=True)``, or (N, 10)
-    from a model without the not-a-digit class. A digit's confidence is the model's
+    Otherwise ``outputs`` holds the pieces' probabilities: (N, 11) from
+    ``predict_tensors(plan.inputs, not_a_digit=True)``, or (N, 10) from a model without
+    the not-a-digit class. A digit's confidence is the model's
     probability that its piece is that digit; a field's, with the checkpoint's
     ``calibration`` (:meth:`Calibration.from_meta`), the chance that its text is right.
     """
     if plan.canvases is not None:
-        return reader_read.assemble(plan.canvases, probs, calibration, plan.length)
+        return reader_read.assemble(plan.canvases, outputs, calibration, plan.length)
     scoring = scoring or ScoreConfig()
     results: list[FieldResult | ImageError] = []
     at = 0
@@ -199,7 +200,7 @@ def assemble_fields(plan: FieldPlan, probs: np.ndarray | tuple[np.ndarray, np.nd
             results.append(entry)
             continue
         count = sum(len(c.pieces) for c in entry.candidates)
-        results.append(_read(entry, probs[at:at + count], plan.length, scoring, calibration))
+        results.append(_read(entry, outputs[at:at + count], plan.length, scoring, calibration))
         at += count
     return results
 
